@@ -1,0 +1,35 @@
+"""jepa: joint-embedding predictive architectures in JAX/Flax (NNX)."""
+import setuptools
+
+# Lower bounds are the versions this code is tested with on Python 3.11 (where pip resolves jax 0.10.x);
+# no upper bounds, so newer Pythons pick up newer jax/flax.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "ml-collections>=1.1.0",
+    "chex>=0.1.92",
+    "absl-py>=2.1",
+    "numpy>=1.26",
+    "pillow>=10.0",
+    "scikit-learn>=1.4",  # ships the embedded default dataset (8x8 digits)
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
+]
+
+setuptools.setup(
+    name="jepa",
+    version="0.1.0",
+    description="Joint-embedding predictive architectures (I-JEPA, V-JEPA, IWM, LeJEPA) in JAX/Flax NNX",
+    packages=setuptools.find_packages(include=["jepa", "jepa.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8.0"],
+        "video": ["av>=12.0"],
+        "torch": ["torch>=2.2"],
+    },
+)
