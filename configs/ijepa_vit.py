@@ -1,0 +1,65 @@
+r"""I-JEPA with a ViT encoder.
+
+  python -m jepa.main --config=configs/ijepa_vit.py --workdir=runs/ijepa           # CPU, embedded digits
+  python -m jepa.main --config=configs/ijepa_vit.py:in1k_vith14 --workdir=gs://... # the paper recipe
+  python -m jepa.main --config=configs/ijepa_vit.py:cifar10 --workdir=runs/c10     # CIFAR-10 from shared/data
+
+Presets (the text after ':'):
+  ''           ViT (width 192, depth 6) on scikit-learn's 8x8 digits upsampled to 32 px, patch 4: minutes on a CPU.
+  in1k_vith14  Assran et al. 2023, `in1k_vith14_ep300.yaml`: ViT-H/14 at 224 px on ImageNet-1k (TFDS), global batch
+               2048, 300 epochs x 625 steps, 40 warmup epochs, lr 2e-4 -> 1e-3 -> 1e-6 cosine, wd 0.04 -> 0.4,
+               EMA 0.996 -> 1.0, predictor 12 x 384, crop scale (0.3, 1.0), no flip, bf16.
+  cifar10      CIFAR-10 train (packed JPEG from ../shared/data), 32 px, patch 4, ViT width 192 depth 6.
+  tiny         A seconds-long run for tests.
+"""
+from jepa import config as common
+
+
+def _default(c):
+  c.model.encoder.update(size="tiny", depth=6)
+  c.model.predictor.update(width=96, depth=3, heads=3)
+  c.data.update(image_size=32, crop_scale=(0.3, 1.0))
+  c.model.patch_size = 4
+  c.train.update(batch_size=64, num_steps=600, log_every=50, checkpoint_every=300)
+  c.optim.update(warmup_steps=60)
+
+
+def _in1k_vith14(c):
+  c.data.update(source="tfds", name="imagenet2012", data_dir="", train_split="train", eval_split="validation",
+                image_size=224, crop_scale=(0.3, 1.0), num_threads=16, prefetch=4)
+  c.model.update(patch_size=14)
+  c.model.encoder.update(size="huge")
+  c.model.predictor.update(width=384, depth=12, heads=0)
+  steps_per_epoch = 625  # 1,281,167 images / 2048
+  c.train.update(batch_size=2048, num_steps=300 * steps_per_epoch, log_every=100, checkpoint_every=steps_per_epoch)
+  c.optim.update(lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=40 * steps_per_epoch, weight_decay=0.04,
+                 final_weight_decay=0.4)
+  c.ema.update(momentum=0.996, final_momentum=1.0)
+  c.dtype = "bfloat16"
+  c.eval.update(batch_size=1024, max_train_examples=1_281_167, max_eval_examples=50_000)
+
+
+def _cifar10(c):
+  _default(c)
+  c.data.update(source="npz", path="../shared/data/cifar10/train.npz", image_size=32, eval_fraction=0.1)
+  c.train.update(batch_size=128)
+
+
+def _tiny(c):
+  c.data.update(image_size=16, num_threads=1)
+  c.model.patch_size = 4
+  c.model.encoder.update(size="tiny", width=32, depth=2, heads=2)
+  c.model.predictor.update(width=32, depth=1, heads=2)
+  c.masks.update(min_context=2)
+  c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2)
+  c.optim.update(warmup_steps=2)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128)
+
+
+PRESETS = {"": _default, "in1k_vith14": _in1k_vith14, "cifar10": _cifar10, "tiny": _tiny}
+
+
+def get_config(arg=""):
+  c = common.base_config()
+  c.method = "ijepa"
+  return common.apply_preset(c, arg or "", PRESETS)

@@ -1,0 +1,164 @@
+"""Config defaults and validation shared by every config file in configs/.
+
+Every `configs/<method>_<model>.py` starts from `base_config()` and changes what its method needs. Keys that
+a method does not use keep their defaults; `validate()` below checks them all before anything compiles.
+"""
+import ml_collections
+
+from jepa.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.method = "ijepa"
+  c.seed = 0
+  c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="digits",            # digits | tfds | folder | npz | idx
+      name="",                    # tfds dataset name
+      data_dir="",                # tfds data_dir
+      path="",                    # folder / npz / idx images path
+      labels_path="",             # idx labels path
+      train_split="train",
+      eval_split="",              # '' -> a fixed carve-out of train (eval_fraction)
+      eval_fraction=0.1,
+      image_size=32,
+      crop_scale=(0.3, 1.0),
+      crop_ratio=(0.75, 4.0 / 3.0),
+      flip=False,
+      mean=IMAGENET_MEAN,
+      std=IMAGENET_STD,
+      num_threads=2,
+      prefetch=2,
+      skip_corrupt=False,
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      patch_size=4,
+      pos_embedding="sincos_ijepa",
+      remat=False,
+      encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0)),
+      predictor=ml_collections.ConfigDict(dict(width=384, depth=12, heads=0)),  # heads 0 = encoder's heads
+  ))
+
+  c.masks = ml_collections.ConfigDict(dict(
+      num_targets=4,
+      target_scale=(0.15, 0.2),
+      target_aspect=(0.75, 1.5),
+      context_scale=(0.85, 1.0),
+      min_context=10,
+      allow_overlap=False,
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(kind="smooth_l1", beta=1.0))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=100,
+      weight_decay=0.04, final_weight_decay=0.4,
+      b1=0.9, b2=0.999, eps=1e-8,
+      grad_clip=0.0, clip_after_warmup=False,
+      schedule_scale=1.0,  # V-JEPA's ipe_scale: schedules laid over schedule_scale * num_steps.
+  ))
+  c.ema = ml_collections.ConfigDict(dict(momentum=0.996, final_momentum=1.0))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128,             # Global batch, split over all devices.
+      num_steps=1000,
+      log_every=50,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      nan_policy="skip",          # skip | stop
+  ))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      every=0,                    # 0 = only at the end
+      probe=True,
+      random_baseline=True,       # Also probe a randomly initialised encoder, side by side.
+      batch_size=256,
+      max_train_examples=20000,
+      max_eval_examples=10000,
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
+  c.distributed = ml_collections.ConfigDict(dict(auto=True, coordinator_address="", num_processes=1,
+                                                 process_id=0))
+  return c
+
+
+def apply_preset(config, arg, presets):
+  """Applies `presets[arg]` (a function mutating the config); '' is the default."""
+  if arg not in presets:
+    raise ValueError(f"unknown config argument {arg!r}; choose one of {sorted(k for k in presets if k)}")
+  presets[arg](config)
+  return config
+
+
+# --- validation ------------------------------------------------------------------------------------------------
+_CHOICES = {
+    "dtype": ("float32", "bfloat16"),
+    "data.source": ("digits", "tfds", "folder", "npz", "idx"),
+    "train.nan_policy": ("skip", "stop"),
+    "loss.kind": ("smooth_l1", "l1", "l2"),
+}
+_POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",
+             "eval.batch_size")
+
+
+def _flatten(cfg, prefix=""):
+  out = {}
+  for key, value in cfg.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def _same_type(value, default):
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(default))
+
+
+def validate(config, *, num_devices, process_count=1):
+  """Checks keys, types and sizes before anything compiles; raises a one-line ConfigError naming the key."""
+  reference = _flatten(base_config())
+  values = _flatten(config)
+  for name, value in values.items():
+    if name not in reference:
+      close = [k for k in reference if k.split(".")[-1] == name.split(".")[-1]]
+      hint = f"; did you mean {close[0]}?" if close else "; remove it or fix its spelling"
+      raise ConfigError(f"config key {name} is unknown{hint}")
+    default = reference[name]
+    if not _same_type(value, default):
+      raise ConfigError(f"config key {name}={value!r} has type {type(value).__name__}, expected "
+                        f"{type(default).__name__} (like the default {default!r})")
+  for name, choices in _CHOICES.items():
+    if values[name] not in choices:
+      raise ConfigError(f"{name}={values[name]!r} is not one of {list(choices)}")
+  for name in _POSITIVE:
+    if values[name] <= 0:
+      raise ConfigError(f"{name}={values[name]} must be positive")
+  batch = config.train.batch_size
+  if batch % num_devices:
+    raise ConfigError(f"train.batch_size={batch} is not divisible by the {num_devices} devices; use a multiple "
+                      f"of {num_devices} (e.g. --config.train.batch_size={max(1, batch // num_devices) * num_devices})")
+  if batch % process_count:
+    raise ConfigError(f"train.batch_size={batch} is not divisible by the {process_count} processes")
+  if config.eval.batch_size % num_devices:
+    raise ConfigError(f"eval.batch_size={config.eval.batch_size} is not divisible by the {num_devices} devices; "
+                      f"use a multiple of {num_devices}")
+  if not 0.0 < config.data.eval_fraction < 1.0:
+    raise ConfigError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 1)")
+  lo, hi = config.data.crop_scale
+  if not 0.0 < lo <= hi <= 1.0:
+    raise ConfigError(f"data.crop_scale={tuple(config.data.crop_scale)} must satisfy 0 < min <= max <= 1")

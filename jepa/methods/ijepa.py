@@ -1,0 +1,101 @@
+"""I-JEPA (Assran et al., 2023): predict EMA-target features of 4 image blocks from one context block.
+
+  h      = layer_norm(target_encoder(image))                      (no affine, eps 1e-5, no gradient)
+  z      = predictor(encoder(image[context]), context, targets)   ([B, M, Kt, D])
+  loss   = smooth_l1(z, h[targets]), beta = 1, mean over valid target tokens and features
+The target encoder follows the encoder by EMA (momentum 0.996 -> 1.0, updated by the loop).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jepa import losses
+from jepa import masks as masks_lib
+from jepa.data import augment
+from jepa.methods import base
+from jepa.models import factory
+
+
+class EncoderPredictor(nnx.Module):
+  """The trained part of a masked JEPA: a context encoder and a predictor."""
+
+  def __init__(self, encoder, predictor):
+    self.encoder = encoder
+    self.predictor = predictor
+
+
+def gather_tokens(tokens, idx):
+  """tokens [B, N, D], idx [B, ...] -> [B, ..., D]."""
+  flat = idx.reshape(idx.shape[0], -1)
+  out = jnp.take_along_axis(tokens, flat[..., None], axis=1)
+  return out.reshape(*idx.shape, tokens.shape[-1])
+
+
+def mask_sampler(config, grid):
+  m = config.masks
+  return masks_lib.MultiBlock2D(
+      grid=tuple(grid), num_targets=m.num_targets, target_scale=tuple(m.target_scale),
+      target_aspect=tuple(m.target_aspect), context_scale=tuple(m.context_scale),
+      min_context=m.min_context, allow_overlap=m.allow_overlap)
+
+
+class IJEPA(base.Method):
+  ema_target = "encoder"
+
+  def init_model(self, rngs):
+    encoder = factory.build_encoder(self.config, rngs)
+    predictor = factory.build_predictor(self.config, encoder, rngs)
+    return EncoderPredictor(encoder, predictor)
+
+  def grid(self):
+    side = self.config.data.image_size // self.config.model.patch_size
+    return (side, side)
+
+  def validate(self):
+    data, model = self.config.data, self.config.model
+    if data.image_size % model.patch_size:
+      raise base.ConfigError(f"data.image_size={data.image_size} is not divisible by "
+                             f"model.patch_size={model.patch_size}; change one of them")
+    mask_sampler(self.config, self.grid())  # Raises a ConfigError naming the masks.* key if they cannot fit.
+
+  def example_fn(self, train):
+    if not train:
+      return self.eval_example_fn()
+    data = self.config.data
+    sampler = mask_sampler(self.config, self.grid())
+
+    def fn(example, rng):
+      image = augment.to_rgb(example["image"])
+      image, _ = augment.random_resized_crop(image, rng, data.image_size, scale=tuple(data.crop_scale),
+                                             ratio=tuple(data.crop_ratio))
+      if data.flip:
+        image, _ = augment.hflip(image, rng)
+      out = sampler.sample(rng)
+      out["image"] = augment.normalize(image, data.mean, data.std).astype(np.float32)
+      out["label"] = np.int32(example["label"])
+      return out
+
+    return fn
+
+  def loss(self, model, target, batch, rng):
+    del rng  # Masks come from the data pipeline; the model is deterministic.
+    images = batch["image"]
+    h = jax.lax.stop_gradient(target(images))                       # [B, N, D]
+    h = gather_tokens(h, batch["target_idx"])                       # [B, M, Kt, D]
+    z = model.encoder(images, idx=batch["context_idx"], valid=batch["context_valid"])
+    pred = model.predictor(z, batch["context_idx"], batch["context_valid"], batch["target_idx"],
+                           batch["target_valid"])
+    loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
+                                  beta=self.config.loss.beta)
+    metrics = {
+        "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
+        "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
+        "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
+    }
+    return loss, metrics
+
+  def features(self, model, target, images):
+    """Average-pooled tokens of the frozen target encoder (the I-JEPA linear-probe protocol)."""
+    del model
+    return target(images).mean(axis=1)

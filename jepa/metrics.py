@@ -1,0 +1,84 @@
+"""Run logging: a JSONL file, TensorBoard event files and a console line (step, loss, lr, img/s, ETA)."""
+import json
+import os
+import time
+
+import numpy as np
+
+
+def _scalar(v):
+  v = np.asarray(v)
+  return float(v) if v.size == 1 else v.tolist()
+
+
+class MetricWriter:
+  """Writes `metrics.jsonl` and TensorBoard events in the workdir (process 0 only)."""
+
+  def __init__(self, workdir, *, enabled=True, tensorboard=True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step, metrics, *, prefix=""):
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    row.update({prefix + k: _scalar(v) for k, v in metrics.items()})
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, float):
+          self._tb.add_scalar(k, v, int(step))
+
+  def close(self):
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """Console progress: throughput and ETA over the steps since the last report (first step excluded)."""
+
+  def __init__(self, total_steps, global_batch, *, enabled=True):
+    self.total = total_steps
+    self.global_batch = global_batch
+    self.enabled = enabled
+    self._t = None
+    self._step = None
+
+  def start(self, step):
+    self._t, self._step = time.perf_counter(), step
+
+  def report(self, step, metrics):
+    now = time.perf_counter()
+    dt, ds = now - self._t, step - self._step
+    self._t, self._step = now, step
+    rate = ds / dt if dt > 0 and ds > 0 else float("nan")
+    out = {"steps_per_s": rate, "img_per_s": rate * self.global_batch}
+    if self.enabled:
+      eta = (self.total - step) / rate if rate == rate and rate > 0 else float("nan")
+      shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items() if np.asarray(v).size == 1)
+      print(f"step {step}/{self.total} {shown} img/s={out['img_per_s']:.1f} eta={_eta(eta)}", flush=True)
+    return out
+
+
+def _fmt(v):
+  v = float(v)
+  return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+def _eta(seconds):
+  if seconds != seconds:
+    return "?"
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

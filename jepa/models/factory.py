@@ -1,0 +1,55 @@
+"""Builds models from the config (`config.model`), so methods share one way of naming sizes."""
+import jax.numpy as jnp
+
+from jepa.errors import ConfigError
+from jepa.models import predictor as predictor_lib
+from jepa.models import vit as vit_lib
+
+
+def compute_dtype(name):
+  try:
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+  except KeyError:
+    raise ConfigError(f"dtype={name!r} is not supported; use 'float32' or 'bfloat16'") from None
+
+
+def encoder_dims(enc_cfg):
+  """(width, depth, heads, mlp_ratio) from `model.encoder.size`, with any non-zero explicit field winning."""
+  if enc_cfg.size not in vit_lib.VIT_SIZES:
+    raise ConfigError(f"model.encoder.size={enc_cfg.size!r} is unknown; choose one of "
+                      f"{sorted(vit_lib.VIT_SIZES)}")
+  preset = vit_lib.VIT_SIZES[enc_cfg.size]
+  width, depth, heads = preset[:3]
+  mlp_ratio = preset[3] if len(preset) > 3 else 4.0
+  width = enc_cfg.width or width
+  depth = enc_cfg.depth or depth
+  heads = enc_cfg.heads or heads
+  mlp_ratio = enc_cfg.mlp_ratio or mlp_ratio
+  if width % heads:
+    raise ConfigError(f"model.encoder.width={width} is not divisible by model.encoder.heads={heads}; "
+                      "change one of them")
+  return width, depth, heads, mlp_ratio
+
+
+def build_encoder(config, rngs):
+  width, depth, heads, mlp_ratio = encoder_dims(config.model.encoder)
+  video = config.data.get("num_frames", 0) or None
+  return vit_lib.ViT(image_size=config.data.image_size, patch_size=config.model.patch_size,
+                     in_channels=3, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
+                     num_frames=video, tubelet_size=config.model.get("tubelet_size", 2),
+                     pos_embedding=config.model.pos_embedding, remat=config.model.remat,
+                     dtype=compute_dtype(config.dtype), rngs=rngs)
+
+
+def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, zero_init_mask_tokens=False):
+  pred = config.model.predictor
+  _, _, enc_heads, _ = encoder_dims(config.model.encoder)
+  heads = pred.heads or enc_heads
+  if pred.width % heads:
+    raise ConfigError(f"model.predictor.width={pred.width} is not divisible by model.predictor.heads={heads}; "
+                      "set --config.model.predictor.heads to a divisor")
+  return predictor_lib.Predictor(grid=encoder.grid, embed_dim=encoder.width, width=pred.width,
+                                 depth=pred.depth, heads=heads, num_mask_tokens=num_mask_tokens,
+                                 pos_embedding=config.model.pos_embedding, cond_dim=cond_dim,
+                                 zero_init_mask_tokens=zero_init_mask_tokens, remat=config.model.remat,
+                                 dtype=compute_dtype(config.dtype), rngs=rngs)

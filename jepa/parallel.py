@@ -1,0 +1,92 @@
+"""Meshes, shardings and multi-host initialisation.
+
+The mesh has two named axes, ("data", "fsdp"):
+  - the batch is sharded over both (every device holds a different slice of the global batch);
+  - parameters are replicated, except that kernels with at least `fsdp_min_size` elements are sharded over
+    "fsdp" along their largest divisible dimension (ZeRO-3 style); optimizer state and the EMA target follow
+    the parameters' shardings because they are built from the same rule.
+Axis types are `Auto`: XLA propagates shardings from the inputs and parameters, so the models need no sharding
+annotations and the same model code runs on 1 device or a pod.
+"""
+import os
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jepa.errors import ConfigError
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def maybe_initialize_distributed(cfg):
+  """Calls jax.distributed.initialize() when this run is one of several processes.
+
+  Triggered by an explicit coordinator (`distributed.coordinator_address`, `num_processes`, `process_id`), or
+  by the environment of a TPU pod / SLURM job (JAX auto-detects those when `distributed.auto` is true).
+  """
+  if jax.distributed.is_initialized():
+    return
+  if cfg.coordinator_address:
+    jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
+                               process_id=cfg.process_id)
+  elif cfg.auto and ("SLURM_NTASKS" in os.environ or "TPU_WORKER_HOSTNAMES" in os.environ
+                     or "MEGASCALE_COORDINATOR_ADDRESS" in os.environ):
+    jax.distributed.initialize()
+
+
+def mesh_shape(mesh_cfg, num_devices):
+  """(data, fsdp) sizes; -1 means 'all remaining devices'."""
+  data, fsdp = int(mesh_cfg.data), int(mesh_cfg.fsdp)
+  if fsdp == -1 and data == -1:
+    raise ConfigError("mesh.data and mesh.fsdp are both -1; set at most one of them to -1")
+  if data == -1:
+    if fsdp <= 0 or num_devices % fsdp:
+      raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {num_devices} devices; pick a divisor")
+    data = num_devices // fsdp
+  if fsdp == -1:
+    if data <= 0 or num_devices % data:
+      raise ConfigError(f"mesh.data={data} does not divide the {num_devices} devices; pick a divisor")
+    fsdp = num_devices // data
+  if data * fsdp != num_devices:
+    raise ConfigError(f"mesh.data * mesh.fsdp = {data}*{fsdp} != {num_devices} devices; "
+                      "set mesh.data=-1 to use all devices")
+  return data, fsdp
+
+
+def make_mesh(mesh_cfg, devices=None):
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh(shape, BATCH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
+
+
+def batch_sharding(mesh):
+  """Leading (batch) axis over all devices; everything else replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def param_spec(shape, fsdp_size, min_size):
+  """FSDP rule: shard the largest dimension divisible by the fsdp size, for arrays with >= min_size elements."""
+  if fsdp_size <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % fsdp_size == 0:
+      spec = [None] * len(shape)
+      spec[dim] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def tree_shardings(mesh, abstract_tree, min_size):
+  """NamedShardings for a pytree of (abstract) arrays under the FSDP rule."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, fsdp, min_size)), abstract_tree)
+
+
+def replicated(mesh):
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch, sharding):
+  """Builds global arrays from this process's slice of the batch (each process reads only its shard)."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

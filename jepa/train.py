@@ -1,0 +1,287 @@
+"""The one training loop, for every method.
+
+config → distributed init → mesh → data iterator (this process's shard) → abstract init → shardings →
+sharded init → jitted train step (donated state, compiled once) → restore the latest checkpoint if any →
+loop: step, log, periodic eval, periodic checkpoint, preemption → final checkpoint → probes → report.
+
+The train state is a plain pytree of arrays, so it shards, donates and checkpoints without special cases:
+  step            int32, the number of updates done
+  params          the trained model's nnx.Param values (nested dict)
+  model_state     its other variables (e.g. BatchNorm statistics)
+  ema             the EMA target's parameters (a copy of params[method.ema_target]), or {} without a teacher
+  opt_state       optax state
+  skipped         number of updates skipped because the loss or gradient was not finite
+  first_bad_step  the first such step, or -1
+Randomness: the step's key is fold_in(key(seed), step), so a resumed run draws exactly what an uninterrupted
+one would; the data iterator's position is checkpointed with the state.
+"""
+import functools
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from jepa import checkpoint as checkpoint_lib
+from jepa import config as config_lib
+from jepa import metrics as metrics_lib
+from jepa import optim
+from jepa import parallel
+from jepa.data import pipeline
+from jepa.data import sources
+from jepa.errors import JepaError
+from jepa.evaluation import linear_probe
+from jepa.methods import get_method
+
+
+class TrainingStopped(JepaError):
+  """The run stopped on purpose (non-finite loss with nan_policy='stop')."""
+
+
+class Trainer:
+  """Builds everything a run needs from the config; `run()` trains, `evaluate()` probes."""
+
+  def __init__(self, config, workdir, *, verbose=True):
+    self.config = config
+    self.workdir = workdir
+    parallel.maybe_initialize_distributed(config.distributed)
+    self.is_main = jax.process_index() == 0
+    self.verbose = verbose and self.is_main
+    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    self.method = get_method(config)
+    self.method.validate()
+    self.mesh = parallel.make_mesh(config.mesh)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self.num_steps = config.train.num_steps
+
+    # Data first: a missing dataset fails before anything compiles.
+    self.train_source = sources.get_source(config.data, "train")
+    self.local_batch = config.train.batch_size // jax.process_count()
+
+    # Model graph and abstract state; then shardings and a sharded init.
+    self.lr_fn, self.wd_fn, self.momentum_fn = self.method.schedules(self.num_steps)
+    self.tx = optim.make_optimizer(config.optim, self.lr_fn, self.wd_fn)
+    abstract_model = nnx.eval_shape(lambda: self.method.init_model(nnx.Rngs(config.seed)))
+    self.graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+    ema_name = self.method.ema_target
+    self.target_graphdef = nnx.split(getattr(abstract_model, ema_name), nnx.Param, ...)[0] if ema_name else None
+    abstract_state = jax.eval_shape(functools.partial(self._init_state, config.seed))
+    self.state_shardings = self._shardings(abstract_state)
+    self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                       abstract_state, self.state_shardings)
+    self._init = jax.jit(self._init_state, static_argnums=0, out_shardings=self.state_shardings)
+    self.train_step = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.batch_sharding),
+                              out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+                              donate_argnums=0)
+    self._features = jax.jit(self._features_fn, out_shardings=parallel.replicated(self.mesh))
+
+  # --- state --------------------------------------------------------------------------------------------------
+  def _init_state(self, seed):
+    model = self.method.init_model(nnx.Rngs(seed))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    params, model_state = params.to_pure_dict(), model_state.to_pure_dict()
+    ema_name = self.method.ema_target
+    ema = jax.tree.map(jnp.copy, params[ema_name]) if ema_name else {}
+    return {"step": jnp.zeros([], jnp.int32), "params": params, "model_state": model_state, "ema": ema,
+            "opt_state": self.tx.init(params), "skipped": jnp.zeros([], jnp.int32),
+            "first_bad_step": jnp.full([], -1, jnp.int32)}
+
+  def _shardings(self, abstract_state):
+    min_size = self.config.mesh.fsdp_min_size
+    params_sh = parallel.tree_shardings(self.mesh, abstract_state["params"], min_size)
+    shardings = jax.tree.map(lambda _: parallel.replicated(self.mesh), abstract_state)
+    shardings["params"] = params_sh
+    shardings["model_state"] = parallel.tree_shardings(self.mesh, abstract_state["model_state"], min_size)
+    # The EMA target and the optimizer moments follow the parameters' shardings (same shapes, same rule).
+    shardings["ema"] = parallel.tree_shardings(self.mesh, abstract_state["ema"], min_size)
+    shardings["opt_state"] = parallel.tree_shardings(self.mesh, abstract_state["opt_state"], min_size)
+    return shardings
+
+  def _target(self, state):
+    if self.target_graphdef is None:
+      return None
+    rest = state["model_state"].get(self.method.ema_target, {})
+    return nnx.merge(self.target_graphdef, state["ema"], rest)
+
+  # --- the step -----------------------------------------------------------------------------------------------
+  def _train_step(self, state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step)
+    target = self._target(state)
+
+    def loss_fn(params):
+      model = nnx.merge(self.graphdef, params, state["model_state"])
+      loss, metrics = self.method.loss(model, target, batch, rng)
+      new_model_state = nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+      return loss, (metrics, new_model_state)
+
+    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    momentum = self.momentum_fn(step)
+    ema = state["ema"]
+    if self.method.ema_target:
+      ema = jax.tree.map(lambda t, p: momentum * t + (1.0 - momentum) * p, ema, params[self.method.ema_target])
+
+    # Numerical guard: a non-finite loss or gradient never reaches the state (skipped and counted); with
+    # nan_policy='stop' the loop then ends the run naming the step.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updated = {"params": params, "model_state": model_state, "ema": ema, "opt_state": opt_state}
+    kept = {k: state[k] for k in updated}
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+    new_state.update(
+        step=step + 1,
+        skipped=state["skipped"] + (~finite).astype(jnp.int32),
+        first_bad_step=jnp.where((~finite) & (state["first_bad_step"] < 0), step, state["first_bad_step"]))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=self.lr_fn(step), weight_decay=self.wd_fn(step),
+                   ema_momentum=momentum)
+    return new_state, metrics
+
+  # --- features for probes ------------------------------------------------------------------------------------
+  def _features_fn(self, state, images):
+    model = nnx.merge(self.graphdef, state["params"], state["model_state"])
+    model.eval()
+    target = self._target(state)
+    if target is not None:
+      target.eval()
+    return self.method.features(model, target, images).astype(jnp.float32)
+
+  def extract(self, state, source, max_examples):
+    """Frozen features and labels of up to `max_examples` of `source`, in order."""
+    if max_examples and len(source) > max_examples:
+      source = sources.Subset(source, np.arange(max_examples))
+    feats, labels = [], []
+    local_eval_batch = self.config.eval.batch_size // jax.process_count()
+    for batch in pipeline.eval_batches(source, self.method.example_fn(train=False), batch_size=local_eval_batch,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+      images = parallel.global_batch({"image": batch["image"]}, self.batch_sharding)["image"]
+      out = np.asarray(self._features(state, images))
+      mask = multihost_utils.process_allgather(batch["mask"], tiled=True)
+      lab = multihost_utils.process_allgather(batch["label"], tiled=True)
+      feats.append(out[mask])
+      labels.append(lab[mask])
+    return np.concatenate(feats), np.concatenate(labels)
+
+  def evaluate(self, state, *, random_baseline=None):
+    """Linear probe on the frozen features of the trained state (and of a random init, side by side)."""
+    cfg = self.config.eval
+    random_baseline = cfg.random_baseline if random_baseline is None else random_baseline
+    eval_source = sources.get_source(self.config.data, "eval")
+    num_classes = self.train_source.num_classes
+    results = {}
+    candidates = {"trained": state}
+    if random_baseline:
+      candidates["random_init"] = self._init(self.config.seed + 1)
+    for name, st in candidates.items():
+      xt, yt = self.extract(st, self.train_source, cfg.max_train_examples)
+      xe, ye = self.extract(st, eval_source, cfg.max_eval_examples)
+      results[name] = linear_probe.linear_probe(xt, yt, xe, ye, num_classes)["accuracy"]
+    return results
+
+  # --- the loop -----------------------------------------------------------------------------------------------
+  def run(self):
+    cfg = self.config
+    tcfg = cfg.train
+    os.makedirs(self.workdir, exist_ok=True)
+    iterator = pipeline.make_train_iterator(
+        self.train_source, self.method.example_fn(train=True), batch_size=self.local_batch, seed=cfg.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(), num_threads=cfg.data.num_threads,
+        prefetch=cfg.data.prefetch, skip_corrupt=cfg.data.skip_corrupt)
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
+                                       max_to_keep=tcfg.keep_checkpoints)
+    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main)
+    restored = ckpt.restore_latest(self.abstract_state, iterator)
+    if restored is None:
+      state = self._init(cfg.seed)
+      if self.is_main:
+        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
+          f.write(cfg.to_json_best_effort(indent=2))
+    else:
+      state, _ = restored
+      self._log(f"resumed from step {int(state['step'])} in {self.workdir}")
+    step = int(state["step"])
+
+    stop_signal = []
+    previous = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    progress = metrics_lib.Progress(self.num_steps, tcfg.batch_size, enabled=self.verbose)
+    pending = []
+    compile_time = None
+    try:
+      while step < self.num_steps:
+        local = next(iterator)
+        batch = parallel.global_batch(local, self.batch_sharding)
+        t0 = time.perf_counter()
+        state, metrics = self.train_step(state, batch)
+        step += 1
+        if compile_time is None:
+          jax.block_until_ready(state["step"])
+          compile_time = time.perf_counter() - t0
+          self._log(f"first step (compilation included) took {compile_time:.1f}s")
+          progress.start(step)
+        pending.append(metrics)
+        if step % tcfg.log_every == 0 or step == self.num_steps:
+          self._log_metrics(step, pending, state, progress, writer)
+          pending = []
+        if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < self.num_steps:
+          ckpt.save(step, state, iterator, self._meta(step))
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
+          probe = self.evaluate(state, random_baseline=False)
+          writer.write(step, probe, prefix="probe/")
+          self._log(f"step {step} linear probe: {probe}")
+        if stop_signal:
+          ckpt.save(step, state, iterator, self._meta(step))
+          ckpt.wait()
+          self._log(f"received signal {stop_signal[0]}: saved a checkpoint at step {step} and stopped; "
+                    "run the same command to resume")
+          return {"step": step, "preempted": True}
+      ckpt.save(step, state, iterator, self._meta(step))
+      ckpt.wait()
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+      ckpt.close()
+
+    results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"])}
+    if cfg.eval.probe:
+      probe = self.evaluate(state)
+      writer.write(step, probe, prefix="probe/")
+      results["linear_probe"] = probe
+      line = " | ".join(f"{k} {v:.4f}" for k, v in probe.items())
+      self._log(f"linear probe accuracy (held-out split): {line}")
+    writer.close()
+    if self.is_main:
+      with open(os.path.join(self.workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+  def _meta(self, step):
+    return {"step": int(step), "method": self.config.method, "config": self.config.to_json_best_effort()}
+
+  def _log_metrics(self, step, pending, state, progress, writer):
+    host = jax.device_get(pending)
+    averaged = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+    skipped = int(state["skipped"])
+    if skipped and self.config.train.nan_policy == "stop":
+      bad = int(state["first_bad_step"])
+      raise TrainingStopped(f"non-finite loss or gradient at step {bad}; the state was not updated and no "
+                            "checkpoint holds it. Lower optim.lr, or set --config.train.nan_policy=skip")
+    averaged["skipped_steps"] = skipped
+    averaged.update(progress.report(step, averaged))
+    writer.write(step, averaged)
+
+  def _log(self, message):
+    if self.verbose:
+      print(message, flush=True)
+
+
+def run(config, workdir):
+  return Trainer(config, workdir).run()

@@ -1,0 +1,456 @@
+"""Tests for jepa.losses against independent NumPy (float64) references and closed forms."""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jepa import losses
+
+
+def _np_gaussian(seed, shape, scale=1.0, shift=0.0):
+  return (np.random.default_rng(seed).standard_normal(shape) * scale + shift).astype(np.float32)
+
+
+def _np_directions(seed, k, m):
+  g = np.random.default_rng(seed).standard_normal((k, m))
+  return (g / np.linalg.norm(g, axis=0, keepdims=True)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NumPy float64 references, written from the formulas (not from jepa.losses).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _np_integrand(x, t):
+  """N * [(C(t) - e^{-t^2/2})^2 + S(t)^2] * e^{-t^2/2} for one slice x [N] at frequencies t [T], float64."""
+  x = np.asarray(x, np.float64)
+  tx = np.outer(t, x)
+  c = np.cos(tx).mean(axis=1)
+  s = np.sin(tx).mean(axis=1)
+  phi = np.exp(-0.5 * t**2)
+  return x.shape[0] * ((c - phi) ** 2 + s**2) * phi
+
+
+def _np_trapezoid(y, t):
+  return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(t)))
+
+
+def _np_ep_library(x, t_max=3.0, n=17):
+  """Official-library rule written as in its source: half grid, weights Delta at the ends and 2 Delta inside."""
+  t = np.linspace(0.0, t_max, n)
+  delta = t_max / (n - 1)
+  w = np.full(n, 2 * delta)
+  w[0] = w[-1] = delta
+  return float(np.sum(w * _np_integrand(x, t)))
+
+
+def _np_ep_paper(x, t_max=5.0, n=17):
+  t = np.linspace(-t_max, t_max, n)
+  return _np_trapezoid(_np_integrand(x, t), t)
+
+
+def _np_sigreg(z, a, ep=_np_ep_library):
+  x = np.asarray(z, np.float64) @ np.asarray(a, np.float64)
+  return float(np.mean([ep(x[:, m]) for m in range(x.shape[1])]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prediction losses.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _np_layer_norm(x, eps=1e-5):
+  x = np.asarray(x, np.float64)
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps)
+
+
+def _np_masked_mean(e, mask):
+  if mask is None:
+    return float(e.mean())
+  w = np.broadcast_to(np.asarray(mask, np.float64), e.shape[:-1])
+  return float((e * w[..., None]).sum() / (w.sum() * e.shape[-1]))
+
+
+def _np_smooth_l1(d, beta):
+  ad = np.abs(d)
+  return np.where(ad < beta, 0.5 * d**2 / beta, ad - 0.5 * beta)
+
+
+def test_layer_norm_matches_numpy_and_is_float32():
+  x = _np_gaussian(0, (4, 7, 32), scale=3.0, shift=100.0)  # large mean: the two-pass variance matters
+  y = losses.layer_norm(jnp.asarray(x, jnp.bfloat16))
+  assert y.dtype == jnp.float32
+  ref = _np_layer_norm(np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
+  np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(losses.layer_norm(x)), _np_layer_norm(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float", "broadcast"])
+def test_elementwise_losses_match_numpy(mask_kind):
+  rng = np.random.default_rng(1)
+  pred = rng.standard_normal((3, 5, 8)).astype(np.float32) * 2
+  target = rng.standard_normal((3, 5, 8)).astype(np.float32)
+  mask = {None: None,
+          "bool": rng.random((3, 5)) < 0.6,
+          "float": (rng.random((3, 5)) < 0.6).astype(np.float32),
+          "broadcast": np.array([[True], [False], [True]])}[mask_kind]
+  d = pred.astype(np.float64) - target
+  for beta in (1.0, 0.5):
+    got = losses.smooth_l1(pred, target, beta=beta, mask=mask)
+    assert got.dtype == jnp.float32 and got.shape == ()
+    np.testing.assert_allclose(float(got), _np_masked_mean(_np_smooth_l1(d, beta), mask), rtol=1e-5)
+  np.testing.assert_allclose(float(losses.smooth_l1(pred, target, beta=0.0, mask=mask)),
+                             _np_masked_mean(np.abs(d), mask), rtol=1e-5)
+  np.testing.assert_allclose(float(losses.l1(pred, target, mask=mask)), _np_masked_mean(np.abs(d), mask), rtol=1e-5)
+  np.testing.assert_allclose(float(losses.l2(pred, target, mask=mask)), _np_masked_mean(d**2, mask), rtol=1e-5)
+
+
+def test_masked_loss_ignores_garbage_in_padding_and_all_padding_is_zero():
+  pred = np.ones((2, 3, 4), np.float32)
+  pred[1, 2] = np.nan  # a padded slot holding garbage
+  target = np.zeros((2, 3, 4), np.float32)
+  mask = np.array([[True, True, False], [True, True, False]])
+  val, grad = jax.value_and_grad(lambda p: losses.l2(p, target, mask=mask))(jnp.asarray(pred))
+  assert float(val) == pytest.approx(1.0)
+  assert np.all(np.isfinite(np.asarray(grad)))
+  val, grad = jax.value_and_grad(lambda p: losses.l1(p, target, mask=np.zeros((2, 3), bool)))(jnp.ones((2, 3, 4)))
+  assert float(val) == 0.0 and np.all(np.asarray(grad) == 0)
+
+
+def test_prediction_loss_kinds_normalise_and_stop_gradient():
+  rng = np.random.default_rng(2)
+  pred = rng.standard_normal((2, 6, 16)).astype(np.float32)
+  target = (rng.standard_normal((2, 6, 16)) * 4 + 1).astype(np.float32)
+  mask = rng.random((2, 6)) < 0.5
+  h = _np_layer_norm(target)
+  d = pred - h
+  refs = {"smooth_l1": _np_masked_mean(_np_smooth_l1(d, 1.0), mask),
+          "l1": _np_masked_mean(np.abs(d), mask),
+          "l2": _np_masked_mean(d**2, mask)}
+  for kind, ref in refs.items():
+    np.testing.assert_allclose(float(losses.prediction_loss(pred, target, kind=kind, mask=mask)), ref, rtol=1e-5)
+  np.testing.assert_allclose(float(losses.prediction_loss(pred, target, kind="l2", normalize_target=False)),
+                             np.mean((pred.astype(np.float64) - target) ** 2), rtol=1e-5)
+  g_target = jax.grad(lambda t: losses.prediction_loss(pred, t), argnums=0)(jnp.asarray(target))
+  assert np.all(np.asarray(g_target) == 0)
+  with pytest.raises(ValueError, match="kind"):
+    losses.prediction_loss(pred, target, kind="huber")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Epps-Pulley and SIGReg.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sigreg_matches_numpy_float64():
+  z = _np_gaussian(3, (128, 24), scale=1.3, shift=0.2)
+  a = _np_directions(4, 24, 40)
+  got = losses.sigreg(z, directions=a)
+  assert got.dtype == jnp.float32 and got.shape == ()
+  np.testing.assert_allclose(float(got), _np_sigreg(z, a), rtol=1e-5)
+  np.testing.assert_allclose(float(losses.sigreg(z, directions=a, quadrature="paper")),
+                             _np_sigreg(z, a, _np_ep_paper), rtol=1e-5)
+
+
+def test_epps_pulley_per_slice_matches_numpy():
+  z = _np_gaussian(5, (96, 16))
+  z[:, :4] *= 0.05  # some near-collapsed columns give large statistics
+  a = _np_directions(6, 16, 12)
+  x = z @ a
+  got = np.asarray(losses.epps_pulley(x))
+  assert got.shape == (12,) and got.dtype == np.float32
+  ref = np.array([_np_ep_library(x[:, m]) for m in range(12)])
+  np.testing.assert_allclose(got, ref, rtol=1e-4)
+  got_p = np.asarray(losses.epps_pulley(x, quadrature="paper", num_knots=21, t_max=4.0))
+  ref_p = np.array([_np_ep_paper(x[:, m], t_max=4.0, n=21) for m in range(12)])
+  np.testing.assert_allclose(got_p, ref_p, rtol=1e-4)
+
+
+def test_library_quadrature_is_the_33_knot_trapezoid_on_minus3_3():
+  x = _np_gaussian(7, (200, 6), scale=0.7, shift=0.3)
+  t = np.linspace(-3.0, 3.0, 33)
+  ref = np.array([_np_trapezoid(_np_integrand(x[:, m], t), t) for m in range(x.shape[1])])
+  np.testing.assert_allclose(np.asarray(losses.epps_pulley(x)), ref, rtol=2e-6)
+
+
+@pytest.mark.parametrize("quadrature,t_max", [("library", 3.0), ("paper", 5.0)])
+@pytest.mark.parametrize("scale", [1.0, 0.3, 2.0])
+def test_quadratures_agree_with_fine_integral(quadrature, t_max, scale):
+  """Each rule vs a 20001-point trapezoid.
+
+  Discretisation (same domain [-t_max, t_max]): the composite trapezoid error is bounded by
+  (b - a) * Delta^2 / 12 * max |f''|, with max |f''| measured on the fine grid (x1.5 for the finite-difference
+  estimate). Truncation (vs the whole line, fine grid on [-12, 12]): |C - phi|^2 + S^2 <= 4, so the tail beyond
+  t_max is at most N * 4 * sqrt(2 pi) * erfc(t_max / sqrt 2) -- negligible at 5, loose at 3, where we also check
+  the reference's measured ~0.7% relative difference for Gaussian slices (at most 2%).
+  """
+  n_samples = 64
+  x = _np_gaussian(8, (n_samples,), scale=scale, shift=0.1)
+  got = float(losses.epps_pulley(x[:, None], quadrature=quadrature, t_max=t_max)[0])
+  t_fine = np.linspace(-t_max, t_max, 20001)
+  f = _np_integrand(x, t_fine)
+  same_domain = _np_trapezoid(f, t_fine)
+  h = t_fine[1] - t_fine[0]
+  f2 = np.max(np.abs(np.diff(f, 2))) / h**2
+  delta = t_max / 16 if quadrature == "library" else 2 * t_max / 16
+  disc_bound = 1.5 * 2 * t_max * delta**2 / 12 * f2
+  assert abs(got - same_domain) <= disc_bound + 1e-5 * abs(same_domain)
+  t_wide = np.linspace(-12.0, 12.0, 20001)
+  whole_line = _np_trapezoid(_np_integrand(x, t_wide), t_wide)
+  tail_bound = n_samples * 4 * math.sqrt(2 * math.pi) * math.erfc(t_max / math.sqrt(2))
+  assert abs(got - whole_line) <= disc_bound + tail_bound + 1e-5 * abs(whole_line)
+  if quadrature == "paper":
+    assert tail_bound < 1e-3
+  if scale == 1.0:
+    assert abs(got - whole_line) <= 0.02 * whole_line
+
+
+def test_quadrature_argument_validation():
+  x = np.zeros((8, 2), np.float32)
+  with pytest.raises(ValueError, match="odd"):
+    losses.epps_pulley(x, num_knots=16)
+  with pytest.raises(ValueError, match="quadrature"):
+    losses.epps_pulley(x, quadrature="simpson")
+  with pytest.raises(ValueError, match="t_max"):
+    losses.epps_pulley(x, t_max=0.0)
+
+
+def test_null_gaussian_small_and_departures_large():
+  key = jax.random.key(0)
+  null = [float(losses.sigreg(_np_gaussian(s, (n, 32)), key=jax.random.fold_in(key, s)))
+          for n in (64, 512) for s in range(3)]
+  # Expected value sqrt(2 pi) - sqrt(2 pi / 3) ~= 1.059 for any N.
+  assert all(v < 2.0 for v in null), null
+  assert 0.8 < np.mean(null) < 1.35, null
+  z = _np_gaussian(10, (256, 32))
+  for name, bad in {"collapsed": np.repeat(z[:1], 256, axis=0), "near-collapsed": 0.01 * z,
+                    "shifted": z + 1.0, "scaled up": 3.0 * z, "scaled down": 0.3 * z}.items():
+    assert float(losses.sigreg(bad, key=key)) > 30.0, name
+
+
+def test_full_collapse_finite_value_and_gradient():
+  z = jnp.ones((32, 16)) * jnp.arange(16.0)
+  val, grad = jax.value_and_grad(lambda z: losses.sigreg(z, key=jax.random.key(1), num_slices=32))(z)
+  assert np.isfinite(float(val)) and float(val) > 10
+  assert np.all(np.isfinite(np.asarray(grad)))
+  val, grad = jax.value_and_grad(lambda z: losses.sigreg(z, key=jax.random.key(1), num_slices=32))(jnp.zeros((32, 16)))
+  assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_bfloat16_input_gives_float32_value_of_rounded_input():
+  z = _np_gaussian(11, (64, 16), scale=1.5)
+  a = _np_directions(12, 16, 20)
+  z_bf = jnp.asarray(z, jnp.bfloat16)
+  got = losses.sigreg(z_bf, directions=a)
+  assert got.dtype == jnp.float32
+  rounded = np.asarray(z_bf.astype(jnp.float32))
+  np.testing.assert_allclose(float(got), _np_sigreg(rounded, a), rtol=1e-5)
+  np.testing.assert_allclose(float(got), float(losses.sigreg(rounded, directions=a)), rtol=1e-6)
+  loss, metrics = losses.lejepa_loss(jnp.asarray(_np_gaussian(13, (3, 16, 8)), jnp.bfloat16), num_global=2,
+                                     key=jax.random.key(0), num_slices=8)
+  assert loss.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in metrics.values())
+
+
+def test_directions_from_keys_and_validation():
+  z = _np_gaussian(14, (64, 16))
+  v1 = float(losses.sigreg(z, key=jax.random.key(1), num_slices=16))
+  v2 = float(losses.sigreg(z, key=jax.random.key(2), num_slices=16))
+  assert v1 != v2
+  assert float(losses.sigreg(z, key=jax.random.key(1), num_slices=16)) == v1
+  a1 = np.asarray(losses.sample_directions(jax.random.key(1), 16, 16))
+  a2 = np.asarray(losses.sample_directions(jax.random.key(2), 16, 16))
+  assert a1.shape == (16, 16) and not np.allclose(a1, a2)
+  np.testing.assert_allclose(np.linalg.norm(a1, axis=0), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(v1, _np_sigreg(z, a1), rtol=1e-5)  # key path = explicit path with those directions
+  with pytest.raises(ValueError, match="exactly one"):
+    losses.sigreg(z)
+  with pytest.raises(ValueError, match="exactly one"):
+    losses.sigreg(z, key=jax.random.key(0), directions=a1)
+  with pytest.raises(ValueError, match="directions"):
+    losses.sigreg(z, directions=np.ones((8, 4), np.float32))
+  # Directions carry no gradient.
+  g_a = jax.grad(lambda a: losses.sigreg(z, directions=a))(jnp.asarray(a1))
+  assert np.all(np.asarray(g_a) == 0)
+
+
+def test_chunked_equals_unchunked_value_and_gradient():
+  z = jnp.asarray(_np_gaussian(15, (48, 12), scale=0.8))
+  key = jax.random.key(3)
+  f = lambda z, c: losses.sigreg(z, key=key, num_slices=50, chunk_size=c)  # noqa: E731
+  v0, g0 = jax.value_and_grad(f)(z, None)
+  for chunk in (10, 16):  # 50 = 5 x 10 and 50 = 3 x 16 + 2 (a remainder chunk)
+    v, g = jax.value_and_grad(f)(z, chunk)
+    np.testing.assert_allclose(float(v), float(v0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g0), rtol=1e-5, atol=1e-8)
+
+
+def test_views_are_averaged_and_jit_vmap_safe():
+  zv = _np_gaussian(16, (3, 40, 10), scale=1.2)
+  a = _np_directions(17, 10, 24)
+  per_view = [float(losses.sigreg(zv[v], directions=a)) for v in range(3)]
+  np.testing.assert_allclose(float(losses.sigreg(zv, directions=a)), np.mean(per_view), rtol=1e-6)
+  np.testing.assert_allclose(float(jax.jit(lambda z: losses.sigreg(z, directions=a))(zv)), np.mean(per_view),
+                             rtol=1e-6)
+  batched = jax.vmap(lambda z: losses.sigreg(z, directions=a))(zv)
+  np.testing.assert_allclose(np.asarray(batched), per_view, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LeJEPA and VICReg.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _np_invariance_pairwise(z, num_global):
+  """inv = mean_{v,g} (z_g - z_v)^2 - (1/2) mean_{g,g'} (z_g - z_g')^2, averaged over n, k (no centre used)."""
+  z = np.asarray(z, np.float64)
+  glob = z[:num_global]
+  cross = np.mean([(zg - zv) ** 2 for zg in glob for zv in z])
+  within = np.mean([(zg - zh) ** 2 for zg in glob for zh in glob])
+  return cross - 0.5 * within
+
+
+def test_lejepa_invariance_matches_pairwise_form():
+  z = _np_gaussian(18, (6, 10, 5))
+  for num_global in (1, 2, 6):
+    np.testing.assert_allclose(float(losses.lejepa_invariance(z, num_global)), _np_invariance_pairwise(z, num_global),
+                               rtol=1e-5)
+  with pytest.raises(ValueError, match="num_global"):
+    losses.lejepa_invariance(z, 7)
+
+
+def test_lejepa_loss_forms_and_gradient_through_centre():
+  z = _np_gaussian(19, (4, 32, 8))
+  key = jax.random.key(5)
+  a = np.asarray(losses.sample_directions(key, 8, 64))
+  inv = _np_invariance_pairwise(z, 2)
+  reg = np.mean([_np_sigreg(z[v], a) for v in range(4)])
+  loss, m = losses.lejepa_loss(z, num_global=2, key=key, lam=0.05, num_slices=64)
+  np.testing.assert_allclose(float(m["invariance"]), inv, rtol=1e-5)
+  np.testing.assert_allclose(float(m["sigreg"]), reg, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), 0.95 * inv + 0.05 * reg, rtol=1e-5)
+  loss_add, _ = losses.lejepa_loss(z, num_global=2, key=key, lam=0.02, form="additive", num_slices=64)
+  np.testing.assert_allclose(float(loss_add), inv + 0.02 * reg, rtol=1e-5)
+  with pytest.raises(ValueError, match="form"):
+    losses.lejepa_loss(z, num_global=2, key=key, form="sum")
+  # No stop-gradient on the centre: the invariance gradient w.r.t. a global view includes the centre's share.
+  g = jax.grad(lambda z: losses.lejepa_invariance(z, 2))(jnp.asarray(z))
+  zz = z.astype(np.float64)
+  mu = zz[:2].mean(0)
+  size = zz.size
+  g_ref = -2 * (mu - zz) / size
+  g_ref[:2] += (2 * (mu - zz) / size).sum(0)[None] / 2
+  np.testing.assert_allclose(np.asarray(g), g_ref, rtol=1e-4, atol=1e-7)
+
+
+def _np_vicreg(z1, z2, sim=25.0, std=25.0, cov=1.0, eps=1e-4):
+  z1 = np.asarray(z1, np.float64)
+  z2 = np.asarray(z2, np.float64)
+  n, k = z1.shape
+  inv = np.mean((z1 - z2) ** 2)
+  var_t, cov_t = 0.0, 0.0
+  for z in (z1, z2):
+    var_t += np.mean(np.maximum(0.0, 1 - np.sqrt(z.var(axis=0, ddof=1) + eps))) / 2
+    c = np.cov(z, rowvar=False)
+    cov_t += (np.sum(c**2) - np.sum(np.diag(c) ** 2)) / k
+  return sim * inv + std * var_t + cov * cov_t, inv, var_t, cov_t
+
+
+def test_vicreg_matches_numpy():
+  rng = np.random.default_rng(20)
+  z1 = (rng.standard_normal((64, 16)) * 0.5).astype(np.float32)
+  z2 = (z1 + 0.1 * rng.standard_normal((64, 16))).astype(np.float32)
+  z2[:, 3] = z2[:, 2] * 2  # correlated columns
+  loss, m = losses.vicreg(z1, z2)
+  ref = _np_vicreg(z1, z2)
+  np.testing.assert_allclose(float(loss), ref[0], rtol=1e-5)
+  for name, r in zip(("invariance", "variance", "covariance"), ref[1:]):
+    np.testing.assert_allclose(float(m[name]), r, rtol=1e-5)
+  loss2, _ = losses.vicreg(z1, z2, sim_coeff=1.0, std_coeff=2.0, cov_coeff=0.5)
+  np.testing.assert_allclose(float(loss2), _np_vicreg(z1, z2, 1.0, 2.0, 0.5)[0], rtol=1e-5)
+  val, grad = jax.value_and_grad(lambda a: losses.vicreg(a, a)[0])(jnp.ones((8, 4)))  # full collapse
+  assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(grad)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-device: 8 simulated CPU devices in a fresh process (the main pytest process keeps 1 device).
+# ---------------------------------------------------------------------------------------------------------------
+
+_MULTI_DEVICE_CODE = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jepa import losses
+
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.standard_normal((64, 16)) * 0.7 + 0.2, jnp.float32)
+    zv = jnp.asarray(rng.standard_normal((3, 64, 16)), jnp.float32)
+    a = losses.sample_directions(jax.random.key(0), 16, 32)
+    key = jax.random.key(1)
+    fns = {
+        "explicit": lambda z: losses.sigreg(z, directions=a),
+        "keyed_chunked": lambda z: losses.sigreg(z, key=key, num_slices=40, chunk_size=16, quadrature="paper"),
+    }
+    out = {}
+    def rel(x, y):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-30))
+
+    def compare(name, sharded_fn, ref_fn, x):
+        v0, g0 = jax.jit(jax.value_and_grad(ref_fn))(x)
+        v1, g1 = sharded_fn(x)
+        out[name] = {"value": rel(v1, v0), "grad": rel(g1, g0), "grad_norm": float(jnp.linalg.norm(g0))}
+
+    for axis_types in ("explicit", "auto"):
+        kw = {} if axis_types == "explicit" else {"axis_types": (jax.sharding.AxisType.Auto,)}
+        mesh = jax.make_mesh((8,), ("data",), **kw)
+        with jax.set_mesh(mesh):
+            for name, f in fns.items():
+                zs = jax.device_put(z, NamedSharding(mesh, P("data")))
+                assert len(zs.addressable_shards) == 8
+                compare(f"jit_{axis_types}_{name}", jax.jit(jax.value_and_grad(f)), f, zs)
+            lj = lambda z: losses.lejepa_loss(z, num_global=2, key=key, num_slices=24)[0]
+            zvs = jax.device_put(zv, NamedSharding(mesh, P(None, "data")))
+            compare(f"jit_{axis_types}_lejepa_views", jax.jit(jax.value_and_grad(lj)), lj, zvs)
+
+    mesh = jax.make_mesh((8,), ("data",))
+    for name, kw in {"explicit": dict(directions=a), "keyed_chunked": dict(key=key, num_slices=40, chunk_size=16)}.items():
+        local = lambda zl, kw=kw: losses.sigreg(zl, axis_name="data", **kw)
+        smap = jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P())
+        glob = lambda z, kw=kw: losses.sigreg(z, **kw)
+        zs = jax.device_put(z, NamedSharding(mesh, P("data")))
+        compare(f"shard_map_{name}", jax.jit(jax.value_and_grad(smap)), glob, zs)
+    # Sanity: without axis_name each shard would only see 8 samples, a different statistic.
+    smap_local = jax.shard_map(lambda zl: losses.sigreg(zl, directions=a)[None], mesh=mesh, in_specs=P("data"),
+                               out_specs=P("data"))
+    out["local_only_differs"] = rel(jnp.mean(smap_local(z)), losses.sigreg(z, directions=a))
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_value_and_gradient_equal_single_device():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_CODE], env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+  out = json.loads(line[len("RESULT"):])
+  assert out.pop("local_only_differs") > 1e-3
+  expected = {f"jit_{t}_{n}" for t in ("explicit", "auto") for n in ("explicit", "keyed_chunked", "lejepa_views")}
+  expected |= {"shard_map_explicit", "shard_map_keyed_chunked"}
+  assert set(out) == expected, out
+  for name, r in out.items():
+    assert r["grad_norm"] > 0, name
+    assert r["value"] < 1e-5, (name, r)
+    assert r["grad"] < 1e-4, (name, r)
