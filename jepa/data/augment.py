@@ -70,20 +70,27 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
   return img
 
 
-def _resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def _resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
+                crop_first: bool = False) -> np.ndarray:
   """Resizes the region ``box`` = (left, top, right, bottom) of ``img`` to ``size`` = (h, w): float32 [0, 1].
 
   Uses Pillow's bilinear filter, which widens its support when downscaling (antialiasing, like torchvision's
-  PIL backend and ``antialias=True``), and reads the box directly so the crop is never copied. uint8 inputs
-  are resized as 8-bit images (the fast path); float inputs channel by channel in mode 'F'.
+  PIL backend and ``antialias=True``). With ``crop_first`` (integer boxes) the region is cut out first, so the
+  filter sees only the crop, exactly as torchvision's ``resized_crop`` (crop, then resize); otherwise Pillow
+  reads the (possibly fractional) box in place and the filter may use pixels just outside it. uint8 inputs are
+  resized as 8-bit images (the fast path); float inputs channel by channel in mode 'F'.
   """
   out_h, out_w = size
   img = np.asarray(img)
+  if crop_first:
+    left, top, right, bottom = (int(v) for v in box)
+    img = img[top:bottom, left:right]
+    box = (0, 0, right - left, bottom - top)
   if img.ndim == 2:
     img = img[:, :, None]
   channels = img.shape[-1]
   if img.dtype == np.uint8 and channels in (1, 3):
-    pil = Image.fromarray(img[:, :, 0] if channels == 1 else img)
+    pil = Image.fromarray(np.ascontiguousarray(img[:, :, 0] if channels == 1 else img))
     out = np.asarray(pil.resize((out_w, out_h), Image.BILINEAR, box=box), dtype=np.uint8)
     return to_float(out.reshape(out_h, out_w, channels))
   img = to_float(img)
@@ -140,12 +147,13 @@ def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int | t
   """
   height, width = img.shape[:2]
   top, left, h, w = crop_params(height, width, rng, scale, ratio)
-  out = _resize_box(img, (left, top, left + w, top + h), _size2(size))
+  out = _resize_box(img, (left, top, left + w, top + h), _size2(size), crop_first=True)
   crop = np.asarray([top / height, left / width, h / height, w / width], np.float32)
   return out, {'crop': crop}
 
 
-def center_crop_resize(img: np.ndarray, size: int | tuple[int, int], crop_fraction: float = 1.0) -> np.ndarray:
+def center_crop_resize(img: np.ndarray, size: int | tuple[int, int],
+                       crop_fraction: float = 1.0) -> np.ndarray:
   """Eval transform: resize the short side to ``size / crop_fraction``, then take the central ``size``.
 
   Done as a single resize of the equivalent central box of the input (no intermediate image). With
@@ -269,10 +277,14 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = 
 
 
 def jitter_action(params: Params) -> np.ndarray:
-  """The effective jitter factors float32 [4] (brightness, contrast, saturation, hue); identity if not applied."""
+  """Effective jitter factors float32 [4] (brightness, contrast, saturation, hue); identity if not applied.
+
+  Use this as the colour part of an IWM action vector.
+  """
   if not bool(params['applied']):
     return np.asarray([1.0, 1.0, 1.0, 0.0], np.float32)
-  return np.asarray([params['brightness'], params['contrast'], params['saturation'], params['hue']], np.float32)
+  keys = ('brightness', 'contrast', 'saturation', 'hue')
+  return np.asarray([params[k] for k in keys], np.float32)
 
 
 def grayscale(img: np.ndarray, rng: np.random.Generator, p: float = 0.2) -> tuple[np.ndarray, Params]:

@@ -2,13 +2,14 @@
 
 Training (:func:`make_train_iterator`)::
 
-  MapDataset.source(source) -> seed(seed) -> shuffle() -> repeat()          # global order, reshuffled per epoch
-    -> random_map(example_fn)                                                 # per-element rng from (seed, position)
-    -> [process_index::process_count]                                         # this process's slice (lazy)
-    -> batch(batch_size, drop_remainder=True) -> to_iter_dataset(ReadOptions)  # threads + prefetch
+  MapDataset.source(source) -> seed(seed) -> shuffle() -> repeat()  # global order, reshuffled per epoch
+    -> random_map(example_fn)                                         # per-element rng: (seed, position)
+    -> [process_index::process_count]                                 # this process's slice (lazy)
+    -> batch(batch_size, drop_remainder=True)
+    -> to_iter_dataset(ReadOptions(num_threads, prefetch))            # reader threads + prefetch
 
-``random_map`` sits *before* the per-process slice, so the generator an example gets depends on its position in
-the global stream, not on how many processes read it: global batch k is the union over processes of their
+``random_map`` sits *before* the per-process slice, so the generator an example gets depends on its position
+in the global stream, not on how many processes read it: global batch k is the union over processes of their
 batch k, and it is the same examples with the same augmentations and masks whatever ``process_count`` is.
 The slice is lazy (a MapDataset index map), so each process still decodes only its own examples.
 
@@ -87,8 +88,8 @@ class SkipCorrupt:
           count = self.num_skipped
         if count <= self.max_logged:
           logging.warning('skip_corrupt: example %d of %s replaced by the next one: %s', i, self.name, e)
-    raise DataError(f'{self.name}: {min(n, MAX_CONSECUTIVE_CORRUPT)} consecutive examples from index {index} are '
-                    'unreadable; check the data files (see the warnings above)')
+    raise DataError(f'{self.name}: {min(n, MAX_CONSECUTIVE_CORRUPT)} consecutive examples from index {index} '
+                    'are unreadable; check the data files (see the warnings above)')
 
 
 def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, seed: int,
@@ -193,4 +194,5 @@ def eval_batches(source: Any, example_fn: ExampleFn, *, batch_size: int, process
     return out
 
   ds = grain.MapDataset.range(len(indices)).map(load).batch(batch_size, drop_remainder=False)
-  yield from ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2)
+  yield from ds.to_iter_dataset(read)

@@ -41,6 +41,12 @@ CARVE_SEED = 0
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 
+def _first_line(e: BaseException) -> str:
+  """'Type: first line of the message': library messages can span many lines (tfds lists every dataset)."""
+  text = str(e).strip()
+  return f'{type(e).__name__}: {text.splitlines()[0]}' if text else type(e).__name__
+
+
 def _as_hwc_uint8(image: np.ndarray, where: str) -> np.ndarray:
   """Returns ``image`` as uint8 [H, W, C] with C in {1, 3} (grayscale gets a channel axis)."""
   image = np.asarray(image)
@@ -75,7 +81,7 @@ def decode_image(data: bytes | np.ndarray, where: str) -> np.ndarray:
         im = im.convert('RGB')
       image = np.asarray(im, dtype=np.uint8)
   except Exception as e:  # Pillow raises several unrelated types for bad data.
-    raise DataError(f'{where}: cannot decode image ({type(e).__name__}: {e}); replace or delete the file, '
+    raise DataError(f'{where}: cannot decode image ({_first_line(e)}); replace or delete the file, '
                     'or set --config.data.skip_corrupt=True') from None
   return _as_hwc_uint8(image, where)
 
@@ -133,7 +139,7 @@ class DigitsSource(_LazySource):
   Pixel values 0..16 are rescaled to 0..255 uint8.
   """
 
-  _LAZY = ('_images',)
+  _LAZY = ('_images', '_labels')
   _LEN = 1797
 
   def __init__(self):
@@ -178,9 +184,8 @@ class TfdsSource(_LazySource):
 
   def __init__(self, name: str, split: str = 'train', data_dir: str = '', image_key: str = 'image',
                label_key: str = 'label'):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     if not name:
-      raise DataError('data.name is empty; pass --config.data.name=... (a TFDS dataset name, e.g. fashion_mnist)')
+      raise DataError('data.name is empty; pass --config.data.name=... (a TFDS name, e.g. fashion_mnist)')
     if data_dir:
       data_dir = os.path.expanduser(data_dir)
       base = name.split(':')[0].split('/')[0]
@@ -209,9 +214,9 @@ class TfdsSource(_LazySource):
     try:
       ds = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir, download=False)
     except Exception as e:  # tfds raises ValueError, DatasetNotFoundError, NotImplementedError, ...
-      msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-      raise DataError(f'data.name={self.name!r} split={self.split!r} data_dir={self.data_dir!r}: cannot open '
-                      f'({msg}); prepare it in ArrayRecord format or fix --config.data.name/data_dir') from None
+      msg = (f'data.name={self.name!r} split={self.split!r} data_dir={self.data_dir!r}: cannot open '
+             f'({_first_line(e)}); prepare it in ArrayRecord format or fix --config.data.name/data_dir')
+      raise DataError(msg) from None
     self._ds = ds
     return ds
 
@@ -236,7 +241,7 @@ class TfdsSource(_LazySource):
     try:
       record = self._ds[index]
     except Exception as e:
-      raise DataError(f'{self.name}[{self.split}] example {index}: cannot read ({type(e).__name__}: {e}); '
+      raise DataError(f'{self.name}[{self.split}] example {index}: cannot read ({_first_line(e)}); '
                       'rebuild the dataset or set --config.data.skip_corrupt=True') from None
     image = _as_hwc_uint8(record[self.image_key], f'{self.name}[{self.split}] example {index}')
     label = int(record[self.label_key]) if self._has_label else -1
@@ -306,8 +311,8 @@ class NpzSource(_LazySource):
       with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
         if 'labels' not in keys:
-          raise DataError(f'{key}: {path} has no "labels" array (has {sorted(keys)}); expected jpeg_bytes/offsets/'
-                          'labels or images/labels')
+          raise DataError(f'{key}: {path} has no "labels" array (has {sorted(keys)}); expected '
+                          'jpeg_bytes/offsets/labels or images/labels')
         # Only the small arrays are read here; pixels are loaded on first access.
         self.labels = np.asarray(f['labels']).astype(np.int64)
         if {'jpeg_bytes', 'offsets'} <= keys:
@@ -326,7 +331,7 @@ class NpzSource(_LazySource):
     except DataError:
       raise
     except Exception as e:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError.
-      raise DataError(f'{key}: {path} is not a readable npz ({type(e).__name__}: {e}); '
+      raise DataError(f'{key}: {path} is not a readable npz ({_first_line(e)}); '
                       'pass --config.data.path=... to a valid file') from None
     if n != len(self.labels):
       raise DataError(f'{key}: {path} has {n} images but {len(self.labels)} labels')
@@ -425,11 +430,12 @@ class IdxSource(_LazySource):
     self.labels_path = _check_exists(labels_path, labels_key)
     _, shape = _read_idx_header(self.images_path, images_key)
     if len(shape) not in (3, 4):
-      raise DataError(f'{images_key}: {self.images_path} has IDX shape {shape}; expected [N, H, W(, C)] images')
+      raise DataError(f'{images_key}: {self.images_path} has IDX shape {shape}; expected [N, H, W(, C)] '
+                      'images')
     self.labels = _read_idx(self.labels_path, labels_key).astype(np.int64).reshape(-1)
     if len(self.labels) != shape[0]:
-      raise DataError(f'{labels_key}: {self.labels_path} has {len(self.labels)} labels but {self.images_path} '
-                      f'has {shape[0]} images; pass the matching labels file')
+      raise DataError(f'{labels_key}: {self.labels_path} has {len(self.labels)} labels but '
+                      f'{self.images_path} has {shape[0]} images; pass the matching labels file')
     base = os.path.basename(self.images_path)
     self.name = os.path.basename(os.path.dirname(os.path.abspath(self.images_path))) or base
     self.num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
@@ -554,8 +560,8 @@ def get_source(data_cfg: Any, split: str) -> Any:
   ``eval_split`` [''] and ``eval_fraction`` [0.1].
 
   Eval split: for TFDS, ``eval_split`` names a split; if it is '' or the dataset lacks it (a warning is
-  logged), a fixed carve-out is used. For folder / npz / idx, a non-empty ``eval_split`` is the path of the eval
-  folder / file (relative paths are taken next to ``path``) and must exist. For digits there is only the
+  logged), a fixed carve-out is used. For folder / npz / idx, a non-empty ``eval_split`` is the path of the
+  eval folder / file (relative paths are taken next to ``path``) and must exist. For digits there is only the
   carve-out. The carve-out holds out the last ``eval_fraction`` of a fixed permutation (seed 0, independent of
   the run seed) of the train set; the 'train' source then excludes those examples.
 
