@@ -31,7 +31,7 @@ def clip_by_global_norm_from(max_norm, start_step):
 
   def update(updates, state, params=None):
     del params
-    norm = optax.global_norm(updates)
+    norm = optax.tree.norm(updates)
     active = (state.count >= start_step) & (norm > max_norm)
     scale = jnp.where(active, max_norm / jnp.maximum(norm, 1e-12), 1.0)
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), _ClipState(count=state.count + 1)

@@ -122,7 +122,7 @@ class Trainer:
       return loss, (metrics, new_model_state)
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     momentum = self.momentum_fn(step)
@@ -187,7 +187,8 @@ class Trainer:
     return results
 
   # --- the loop -----------------------------------------------------------------------------------------------
-  def run(self):
+  def run(self, *, stop_at=None):
+    """Trains to `train.num_steps` (or stops early at `stop_at`, checkpointing, as a preemption would)."""
     cfg = self.config
     tcfg = cfg.train
     os.makedirs(self.workdir, exist_ok=True)
@@ -237,11 +238,12 @@ class Trainer:
           probe = self.evaluate(state, random_baseline=False)
           writer.write(step, probe, prefix="probe/")
           self._log(f"step {step} linear probe: {probe}")
-        if stop_signal:
+        if stop_signal or step == stop_at:
           ckpt.save(step, state, iterator, self._meta(step))
           ckpt.wait()
-          self._log(f"received signal {stop_signal[0]}: saved a checkpoint at step {step} and stopped; "
-                    "run the same command to resume")
+          self.state = state
+          reason = f"received signal {stop_signal[0]}" if stop_signal else f"stop_at={stop_at}"
+          self._log(f"{reason}: saved a checkpoint at step {step} and stopped; run the same command to resume")
           return {"step": step, "preempted": True}
       ckpt.save(step, state, iterator, self._meta(step))
       ckpt.wait()
@@ -250,6 +252,7 @@ class Trainer:
         signal.signal(s, handler)
       ckpt.close()
 
+    self.state = state
     results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"])}
     if cfg.eval.probe:
       probe = self.evaluate(state)
