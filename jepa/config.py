@@ -83,6 +83,8 @@ def base_config():
       max_eval_examples=10000,
   ))
 
+  # --- method sections: each method adds its own section here (keys it alone reads) ---------------------------
+
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
   c.distributed = ml_collections.ConfigDict(dict(auto=True, coordinator_address="", num_processes=1,
                                                  process_id=0))

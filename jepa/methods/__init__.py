@@ -1,15 +1,20 @@
-"""Method registry: `get_method(config)` returns the method object named by `config.method`."""
+"""Methods: `get_method(config)` imports `jepa.methods.<config.method>` and builds its `METHOD` class.
+
+Adding a method is adding a module here that defines `METHOD = <a jepa.methods.base.Method subclass>`; nothing
+else (the loop, checkpoints, sharding, evaluation) changes.
+"""
+import importlib
+import pkgutil
+
 from jepa.errors import ConfigError
 
 
-def _registry():
-  # Imported lazily so that importing one method does not import all of them.
-  from jepa.methods import ijepa
-  return {"ijepa": ijepa.IJEPA}
+def available():
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
 
 
 def get_method(config):
-  registry = _registry()
-  if config.method not in registry:
-    raise ConfigError(f"method={config.method!r} is unknown; choose one of {sorted(registry)}")
-  return registry[config.method](config)
+  if config.method not in available():
+    raise ConfigError(f"method={config.method!r} is unknown; choose one of {available()}")
+  module = importlib.import_module(f"jepa.methods.{config.method}")
+  return module.METHOD(config)

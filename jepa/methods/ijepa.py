@@ -99,3 +99,6 @@ class IJEPA(base.Method):
     """Average-pooled tokens of the frozen target encoder (the I-JEPA linear-probe protocol)."""
     del model
     return target(images).mean(axis=1)
+
+
+METHOD = IJEPA
