@@ -1,8 +1,9 @@
 """Losses of the JEPA family as pure functions of arrays.
 
-Every function here is a pure function of its array arguments: safe under `jax.jit`, `jax.grad` and `jax.vmap`,
-with no state and no randomness other than an explicit key. Whatever the input dtype (e.g. bfloat16 activations),
-inputs are cast to float32 inside and every statistic is computed and returned in float32.
+Every function here is a pure function of its array arguments: safe under `jax.jit`, `jax.grad` and
+`jax.vmap`, with no state and no randomness other than an explicit key. Whatever the input dtype (e.g.
+bfloat16 activations), inputs are cast to float32 inside and every statistic is computed and returned in
+float32.
 
 Contents:
 - Prediction losses of the predictive JEPAs: `layer_norm` (the non-affine target normalisation), `smooth_l1`,
@@ -45,9 +46,9 @@ _F32 = jnp.float32
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Prediction losses (I-JEPA, V-JEPA, IWM).
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def layer_norm(x: ArrayLike, eps: float = 1e-5) -> Array:
@@ -73,18 +74,19 @@ def layer_norm(x: ArrayLike, eps: float = 1e-5) -> Array:
   return centred * jax.lax.rsqrt(var + eps)
 
 
-def _masked_mean(elementwise: Array, mask: ArrayLike | None) -> Array:
-  """Mean of `elementwise` [..., D] over all elements, or over the positions where `mask` [...] is set.
+def _masked_mean(fn, d: Array, mask: ArrayLike | None) -> Array:
+  """Mean of e = fn(d) [..., D] over all elements, or over the positions where `mask` [...] is set.
 
-    masked mean = sum_{p, d} w_p * e_{p, d} / (D * sum_p w_p),   w = mask broadcast to elementwise.shape[:-1].
+    masked mean = sum_{p, k} w_p * e_{p, k} / (D * sum_p w_p),   w = mask broadcast to d.shape[:-1].
 
-  A bool mask selects positions; a float mask weights them. With no valid position the result is 0 (not NaN),
-  so a batch made only of padding cannot poison the step. Invalid positions are zeroed with `where` rather than
-  multiplied by 0, so a NaN/inf in a padded slot cannot leak into the value or the gradient.
+  A bool mask selects positions; a float mask weights them. With no valid position the result is 0 (not
+  NaN), so a batch made only of padding cannot poison the step. Invalid positions of d are replaced by 0 with
+  `where` *before* fn (not multiplied by 0 after it), so a NaN/inf in a padded slot reaches neither the value
+  nor the gradient (0 * NaN is NaN in the backward pass of fn).
   """
   if mask is None:
-    return jnp.mean(elementwise)
-  lead_shape = elementwise.shape[:-1]
+    return jnp.mean(fn(d))
+  lead_shape = d.shape[:-1]
   mask = jnp.asarray(mask)
   try:
     mask = jnp.broadcast_to(mask, lead_shape)
@@ -92,14 +94,11 @@ def _masked_mean(elementwise: Array, mask: ArrayLike | None) -> Array:
     raise ValueError(
         f"mask of shape {mask.shape} does not broadcast to the positions {lead_shape} (pred.shape[:-1]); "
         "pass a mask over positions, without the feature axis") from e
-  if mask.dtype == jnp.bool_:
-    valid = mask
-    weights = mask.astype(_F32)
-  else:
-    weights = mask.astype(_F32)
-    valid = weights != 0
-  total = jnp.sum(jnp.where(valid[..., None], elementwise * weights[..., None], 0.0))
-  count = jnp.sum(weights) * elementwise.shape[-1]
+  weights = mask.astype(_F32)
+  valid = (mask if mask.dtype == jnp.bool_ else weights != 0)[..., None]
+  elementwise = jnp.where(valid, fn(jnp.where(valid, d, 0.0)), 0.0)
+  total = jnp.sum(elementwise * weights[..., None])
+  count = jnp.sum(weights) * d.shape[-1]
   # count == 0 only when everything is padding: the numerator is then 0 as well, and 0/1 is the right answer.
   return total / jnp.where(count == 0, 1.0, count)
 
@@ -112,7 +111,8 @@ def _diff(pred: ArrayLike, target: ArrayLike) -> Array:
   return pred - target
 
 
-def smooth_l1(pred: ArrayLike, target: ArrayLike, *, beta: float = 1.0, mask: ArrayLike | None = None) -> Array:
+def smooth_l1(pred: ArrayLike, target: ArrayLike, *, beta: float = 1.0,
+              mask: ArrayLike | None = None) -> Array:
   """Smooth-L1 (Huber / beta) loss, mean over all elements or over the valid positions.
 
     d = pred - target,
@@ -132,16 +132,17 @@ def smooth_l1(pred: ArrayLike, target: ArrayLike, *, beta: float = 1.0, mask: Ar
   Returns:
     float32 scalar.
   """
-  d = _diff(pred, target)
-  ad = jnp.abs(d)
   if isinstance(beta, (int, float)) and beta <= 0:
-    elementwise = ad
-  else:
-    # The quadratic branch divides by beta; guard the denominator so that a traced beta of 0 cannot produce a NaN
-    # in the (discarded) branch, which `where` would still propagate into the gradient.
+    return _masked_mean(jnp.abs, _diff(pred, target), mask)
+
+  def elementwise(d):
+    ad = jnp.abs(d)
+    # The quadratic branch divides by beta; guard the denominator so that a traced beta of 0 cannot produce a
+    # NaN in the (discarded) branch, which `where` would still propagate into the gradient.
     safe_beta = jnp.where(beta > 0, beta, 1.0)
-    elementwise = jnp.where(ad < beta, 0.5 * jnp.square(d) / safe_beta, ad - 0.5 * beta)
-  return _masked_mean(elementwise, mask)
+    return jnp.where(ad < beta, 0.5 * jnp.square(d) / safe_beta, ad - 0.5 * beta)
+
+  return _masked_mean(elementwise, _diff(pred, target), mask)
 
 
 def l1(pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike | None = None) -> Array:
@@ -155,7 +156,7 @@ def l1(pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike | None = None) -> 
   Returns:
     float32 scalar.
   """
-  return _masked_mean(jnp.abs(_diff(pred, target)), mask)
+  return _masked_mean(jnp.abs, _diff(pred, target), mask)
 
 
 def l2(pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike | None = None) -> Array:
@@ -169,11 +170,11 @@ def l2(pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike | None = None) -> 
   Returns:
     float32 scalar.
   """
-  return _masked_mean(jnp.square(_diff(pred, target)), mask)
+  return _masked_mean(jnp.square, _diff(pred, target), mask)
 
 
-def prediction_loss(pred: ArrayLike, target: ArrayLike, *, kind: str = "smooth_l1", mask: ArrayLike | None = None,
-                    normalize_target: bool = True, beta: float = 1.0) -> Array:
+def prediction_loss(pred: ArrayLike, target: ArrayLike, *, kind: str = "smooth_l1",
+                    mask: ArrayLike | None = None, normalize_target: bool = True, beta: float = 1.0) -> Array:
   """Latent prediction loss of the predictive JEPAs.
 
     h = sg(layer_norm(target))   (or sg(target) when normalize_target is False),
@@ -205,9 +206,9 @@ def prediction_loss(pred: ArrayLike, target: ArrayLike, *, kind: str = "smooth_l
   raise ValueError(f"prediction_loss kind={kind!r} is unknown; use 'smooth_l1', 'l1' or 'l2'")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # SIGReg (LeJEPA).
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 _QUADRATURES = ("library", "paper")
 _DEFAULT_T_MAX = {"library": 3.0, "paper": 5.0}
@@ -217,12 +218,13 @@ def quadrature_rule(quadrature: str = "library", num_knots: int = 17,
                     t_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Knots t_k and weights w_k (Gaussian weight included) such that EP = N * sum_k w_k * err(t_k).
 
-  'library' (official lejepa `EppsPulley(t_max=3, n_points=17)`): the integrand is even in t, so only t >= 0 is
-  evaluated: t_k = k * t_max / (n - 1), k = 0..n-1, Delta = t_max / (n - 1),
+  'library' (official lejepa `EppsPulley(t_max=3, n_points=17)`): the integrand is even in t, so only t >= 0
+  is evaluated: t_k = k * t_max / (n - 1), k = 0..n-1, Delta = t_max / (n - 1),
     w_k = c_k * Delta * exp(-t_k^2 / 2),   c_0 = c_{n-1} = 1, c_k = 2 inside,
   which is exactly the trapezoid rule on [-t_max, t_max] with 2n - 1 knots. n must be odd (as in the library).
 
-  'paper' (LeJEPA Algorithm 1): t_k = -t_max + k * Delta on [-t_max, t_max] (t_max = 5), Delta = 2 t_max / (n - 1),
+  'paper' (LeJEPA Algorithm 1): t_k = -t_max + k * Delta on [-t_max, t_max] (t_max = 5),
+  Delta = 2 t_max / (n - 1),
     w_k = c_k * Delta * exp(-t_k^2 / 2),   c_0 = c_{n-1} = 1/2, c_k = 1 inside (plain trapezoid).
 
   Computed in NumPy (float64) so that the rule is a trace-time constant.
@@ -235,8 +237,8 @@ def quadrature_rule(quadrature: str = "library", num_knots: int = 17,
                      "(trapezoid on [-5, 5])")
   num_knots = int(num_knots)
   if quadrature == "library" and (num_knots < 3 or num_knots % 2 == 0):
-    raise ValueError(f"num_knots={num_knots} is invalid for the 'library' quadrature: it needs an odd number >= 3 "
-                     "(the lejepa library's constraint), e.g. 17")
+    raise ValueError(f"num_knots={num_knots} is invalid for the 'library' quadrature: it needs an odd number "
+                     ">= 3 (the lejepa library's constraint), e.g. 17")
   if num_knots < 2:
     raise ValueError(f"num_knots={num_knots} is invalid: the trapezoid rule needs at least 2 knots, e.g. 17")
   t_max = _DEFAULT_T_MAX[quadrature] if t_max is None else float(t_max)
@@ -277,9 +279,9 @@ def epps_pulley(x: ArrayLike, *, quadrature: str = "library", num_knots: int = 1
 
   Multi-device: without `axis_name`, the means are over x's own axis 0; under `jax.jit` with x sharded along
   axis 0 that is the global batch and XLA inserts the (differentiable) collectives. With `axis_name` (inside
-  `jax.shard_map` with the batch split over that mesh axis or axes), C and S are averaged with `lax.pmean`, which
-  is differentiable, and N is the global count local_N * axis size, so value and gradient equal those of the
-  global batch. (A non-differentiable all-reduce would leave the gradient 1/world_size too small.)
+  `jax.shard_map` with the batch split over that mesh axis or axes), C and S are averaged with `lax.pmean`,
+  which is differentiable, and N is the global count local_N * axis size, so value and gradient equal those of
+  the global batch. (A non-differentiable all-reduce would leave the gradient 1/world_size too small.)
 
   Args:
     x: [N, ...] samples along axis 0, any float dtype (computed in float32).
@@ -321,9 +323,9 @@ def sample_directions(key: Array, dim: int, num_slices: int) -> Array:
   return g / jnp.linalg.norm(g, axis=0, keepdims=True)
 
 
-def sigreg(z: ArrayLike, *, key: Array | None = None, directions: ArrayLike | None = None, num_slices: int = 256,
-           quadrature: str = "library", num_knots: int = 17, t_max: float | None = None,
-           chunk_size: int | None = None, axis_name=None) -> Array:
+def sigreg(z: ArrayLike, *, key: Array | None = None, directions: ArrayLike | None = None,
+           num_slices: int = 256, quadrature: str = "library", num_knots: int = 17,
+           t_max: float | None = None, chunk_size: int | None = None, axis_name=None) -> Array:
   """SIGReg: sketched isotropic Gaussian regulariser (LeJEPA), the mean sliced Epps-Pulley statistic.
 
   For embeddings z [N, K] and unit directions a_1..a_M (the columns of A [K, M]):
@@ -331,9 +333,9 @@ def sigreg(z: ArrayLike, *, key: Array | None = None, directions: ArrayLike | No
     SIGReg(z) = (1/M) sum_m EP({a_m^T z_n}_{n=1..N}),
 
   with EP the N-scaled Epps-Pulley statistic of `epps_pulley`. For z [V, N, K] the statistic is taken per view
-  and averaged: (1/V) sum_v SIGReg(z_v). Directions are either given (`directions`, [K, M]) or drawn from `key`
-  as column-normalised standard Gaussians (`sample_directions`); exactly one of the two. Either way they are
-  wrapped in stop_gradient: they are a random probe, not a parameter.
+  and averaged: (1/V) sum_v SIGReg(z_v). Directions are either given (`directions`, [K, M]) or drawn from
+  `key` as column-normalised standard Gaussians (`sample_directions`); exactly one of the two. Either way they
+  are wrapped in stop_gradient: they are a random probe, not a parameter.
 
   Args:
     z: [N, K] or [V, N, K] embeddings (projector outputs), any float dtype; computed in float32.
@@ -356,8 +358,8 @@ def sigreg(z: ArrayLike, *, key: Array | None = None, directions: ArrayLike | No
     raise ValueError(f"sigreg expects z of shape [N, K] or [V, N, K], got {z.shape}")
   num_views, n, dim = z.shape
   if (key is None) == (directions is None):
-    raise ValueError("sigreg needs exactly one of key= (draw random directions) or directions= (a [K, M] array); "
-                     f"got {'both' if key is not None else 'neither'}")
+    raise ValueError("sigreg needs exactly one of key= (draw random directions) or directions= (a [K, M] "
+                     f"array); got {'both' if key is not None else 'neither'}")
   if directions is None:
     directions = sample_directions(key, dim, int(num_slices))
   directions = jax.lax.stop_gradient(jnp.asarray(directions, _F32))
@@ -413,14 +415,16 @@ def lejepa_invariance(z: ArrayLike, num_global: int) -> Array:
 
 
 def lejepa_loss(z: ArrayLike, *, num_global: int, key: Array | None = None, lam: float = 0.05,
-                form: str = "convex", num_slices: int = 256, **sigreg_kwargs) -> tuple[Array, dict[str, Array]]:
+                form: str = "convex", num_slices: int = 256,
+                **sigreg_kwargs) -> tuple[Array, dict[str, Array]]:
   """LeJEPA objective: invariance to the global-view centre plus SIGReg on every view.
 
     convex (paper, default):  L = (1 - lam) * inv + lam * (1/V) sum_v SIGReg(z_v),
     additive:                 L = inv + lam * (1/V) sum_v SIGReg(z_v),
 
-  with inv = `lejepa_invariance(z, num_global)`. No predictor, no EMA, no stop-gradient. The form changes what a
-  given lam means, so it is explicit: paper / Lightly use convex lam = 0.05, stable-pretraining additive 0.02.
+  with inv = `lejepa_invariance(z, num_global)`. No predictor, no EMA, no stop-gradient. The form changes what
+  a given lam means, so it is explicit: the paper and Lightly use convex lam = 0.05, stable-pretraining
+  additive lam = 0.02.
 
   Args:
     z: [V, N, K] projector outputs, global views first.
@@ -445,9 +449,9 @@ def lejepa_loss(z: ArrayLike, *, num_global: int, key: Array | None = None, lam:
   return loss, {"invariance": inv, "sigreg": reg}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # VICReg.
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _std_and_cov_terms(z: Array, eps: float) -> tuple[Array, Array]:
