@@ -134,7 +134,7 @@ class ResNet(nnx.Module):
   """
 
   def __init__(self, *, stage_sizes: Sequence[int] = (2, 2, 2, 2), block: str = "basic", width: int = 64,
-               cifar_stem: bool = False, in_channels: int = 3, zero_init_residual: bool = True,
+               cifar_stem: bool, in_channels: int = 3, zero_init_residual: bool = True,
                dtype: Any = None, rngs: nnx.Rngs):
     """Builds the network.
 
