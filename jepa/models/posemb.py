@@ -1,12 +1,12 @@
 """Position encodings: fixed sin-cos tables (NumPy) and V-JEPA 2's 3D rotary embedding (JAX).
 
-The sin-cos tables are computed in NumPy from static shapes, so under `jit` they are constants: they are never
-parameters, never trained, decayed, EMA-averaged or checkpointed. Each function reproduces one reference channel
-layout exactly (see the docstrings); the layouts differ between I-JEPA and V-JEPA and a converted checkpoint is
-only correct with the matching one.
+The sin-cos tables are computed in NumPy from static shapes, so under `jit` they are constants: they are
+never parameters, never trained, decayed, EMA-averaged or checkpointed. Each function reproduces one reference
+channel layout exactly (see the docstrings); the layouts differ between I-JEPA and V-JEPA and a converted
+checkpoint is only correct with the matching one.
 
-Token order everywhere is raster order: n = r * w + c for images and n = (i * h + r) * w + c for video, where i is
-the tubelet (time) index, r the patch row and c the patch column.
+Token order everywhere is raster order: n = r * w + c for images and n = (i * h + r) * w + c for video,
+where i is the tubelet (time) index, r the patch row and c the patch column.
 
 RoPE (V-JEPA 2) rotates query/key channels inside attention instead of adding a table; `rope_3d` applies it.
 """
@@ -55,8 +55,8 @@ def _grid_2d(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 def sincos_2d_ijepa(h: int, w: int, dim: int) -> np.ndarray:
   """I-JEPA 2D table [h*w, dim]: [sin col | cos col | sin row | cos row], each dim/4 wide.
 
-  I-JEPA builds its grid with a w-first meshgrid, so the first half of the channels encodes the *column*; ω has
-  dim/4 entries. This is the opposite of V-JEPA's 2D table (`sincos_2d_vjepa`).
+  I-JEPA builds its grid with a w-first meshgrid, so the first half of the channels encodes the *column*; ω
+  has dim/4 entries. This is the opposite of V-JEPA's 2D table (`sincos_2d_vjepa`).
   """
   if dim % 4:
     raise ValueError(f"2D sin-cos width must be divisible by 4, got {dim}")
@@ -77,8 +77,8 @@ def sincos_3d(t: int, h: int, w: int, dim: int, uniform_power: bool = True) -> n
 
   With `uniform_power` (every V-JEPA config) each axis gets 2*ceil(dim/6) channels and the concatenation is
   truncated to the first `dim` channels (for dim 1024: 342 per axis, 1026 in all, the last 2 cosines of the
-  column part dropped). Otherwise time gets dim/2, rows dim/4 and columns dim/4 channels. The time coordinate is
-  the tubelet index 0 … t-1.
+  column part dropped). Otherwise time gets dim/2, rows dim/4 and columns dim/4 channels. The time coordinate
+  is the tubelet index 0 … t-1.
   """
   if uniform_power:
     dims = (2 * math.ceil(dim / 6),) * 3
@@ -86,7 +86,8 @@ def sincos_3d(t: int, h: int, w: int, dim: int, uniform_power: bool = True) -> n
     if dim % 8:
       raise ValueError(f"3D sin-cos width must be divisible by 8 without uniform_power, got {dim}")
     dims = (dim // 2, dim // 4, dim // 4)
-  times, rows, cols = (a.reshape(-1) for a in np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij"))
+  mesh = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+  times, rows, cols = (a.reshape(-1) for a in mesh)
   parts = [sincos_1d(coord, d) for coord, d in zip((times, rows, cols), dims)]
   return np.concatenate(parts, axis=1)[:, :dim]
 
@@ -96,7 +97,7 @@ def table(kind: str, grid: tuple[int, ...], dim: int, uniform_power: bool = True
   """Cached, read-only fixed table [prod(grid), dim] for a model's `pos_embedding` option.
 
   Args:
-    kind: 'sincos_ijepa' (2D grids only) or 'sincos_vjepa' (2D row-first table, or the 3D table for (t, h, w)).
+    kind: 'sincos_ijepa' (2D grids only) or 'sincos_vjepa' (2D row-first table, or 3D for (t, h, w)).
     grid: token grid, (h, w) or (t, h, w).
     dim: channels.
     uniform_power: 3D channel split (see `sincos_3d`).
@@ -106,7 +107,10 @@ def table(kind: str, grid: tuple[int, ...], dim: int, uniform_power: bool = True
       raise ValueError("'sincos_ijepa' is a 2D (image) table; use 'sincos_vjepa' or 'rope' for video")
     out = sincos_2d_ijepa(*grid, dim)
   elif kind == "sincos_vjepa":
-    out = sincos_2d_vjepa(*grid, dim) if len(grid) == 2 else sincos_3d(*grid, dim, uniform_power=uniform_power)
+    if len(grid) == 2:
+      out = sincos_2d_vjepa(*grid, dim)
+    else:
+      out = sincos_3d(*grid, dim, uniform_power=uniform_power)
   else:
     raise ValueError(f"no fixed table for pos_embedding={kind!r}")
   out.setflags(write=False)  # Shared between callers through the cache.
@@ -117,8 +121,9 @@ def table(kind: str, grid: tuple[int, ...], dim: int, uniform_power: bool = True
 def grid_coordinates(grid: tuple[int, ...]) -> np.ndarray:
   """Integer (time, row, column) coordinates [prod(grid), 3] of raster-ordered tokens; images get time 0.
 
-  Equals V-JEPA 2's `separate_positions` of the flat index n: t = n // (H W), h = (n mod H W) // W, w = n mod W,
-  with H, W the actual grid (the reference's `handle_nonsquare_inputs` behaviour; identical for square grids).
+  Equals V-JEPA 2's `separate_positions` of the flat index n: t = n // (H W), h = (n mod H W) // W,
+  w = n mod W, with H, W the actual grid (the reference's `handle_nonsquare_inputs` behaviour; the same for
+  square grids).
   """
   if len(grid) == 2:
     grid = (1, *grid)
@@ -145,8 +150,8 @@ def _rotate_block(x: jnp.ndarray, pos: jnp.ndarray, layout: RopeLayout) -> jnp.n
   layout each angle is repeated for its pair ([θ_0, θ_0, θ_1, θ_1, …]).
   """
   d = x.shape[-1]
-  # Angles in float32 even for bf16 activations: the reference builds ω in q's dtype, which matters only in the
-  # last bits and is identical in float32.
+  # Angles in float32 even for bf16 activations: the reference builds ω in q's dtype, which matters only in
+  # the last bits and is identical in float32.
   omega = jnp.asarray(_frequencies(d), jnp.float32)
   theta = pos.astype(jnp.float32)[..., None, None] * omega  # [..., N, 1, d/2]
   if layout == "reference":
@@ -173,8 +178,9 @@ def rope_3d(x: jnp.ndarray, positions: jnp.ndarray, *, layout: RopeLayout = "ref
       θ_{j mod d/2} while the rotated pairs are (2i, 2i+1): the two members of a pair get different angles, so
       this is not a true rotation and q·k is not a function of relative position alone. Use it for parity and
       for imported V-JEPA 2 weights.
-    'rotation': each adjacent pair (2i, 2i+1) is rotated by the angle θ_i (the `repeat_interleave` fix proposed
-      in vjepa2 PR #15). A true rotation: attention scores depend only on the relative positions. For new models.
+    'rotation': each adjacent pair (2i, 2i+1) is rotated by the angle θ_i (the `repeat_interleave` fix
+      proposed in vjepa2 PR #15). A true rotation: attention scores depend only on the relative positions.
+      For new models.
 
   Args:
     x: [B, N, heads, head_dim] queries or keys.

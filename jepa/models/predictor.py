@@ -1,12 +1,13 @@
-"""JEPA predictor: a narrow ViT that predicts target-token embeddings from context tokens (I-JEPA, V-JEPA, IWM).
+"""JEPA predictor: a narrow ViT that predicts target-token embeddings from context tokens.
 
-Parameter names mirror the reference `VisionTransformerPredictor` with the `predictor_` prefix dropped:
-`embed` (predictor_embed), `mask_tokens` ([num_mask_tokens, width]; row k = `mask_token` or `mask_tokens.{k}`),
-`blocks`, `norm` (predictor_norm), `proj` (predictor_proj). The position table is a NumPy constant, not a parameter.
+Used by I-JEPA, V-JEPA (2) and IWM. Parameter names mirror the reference `VisionTransformerPredictor` with the
+`predictor_` prefix dropped: `embed` (predictor_embed), `mask_tokens` ([num_mask_tokens, width]; row k is
+`mask_token` or `mask_tokens.{k}`), `blocks`, `norm` (predictor_norm), `proj` (predictor_proj). The position
+table is a NumPy constant, not a parameter.
 
 Batch layout: targets come as [B, M, Kt] index arrays (M target blocks per example) and predictions as
-[B, M, Kt, D]. The reference instead stacks blocks mask-major along the batch ([M*B, Kt, D]: all B examples for
-block 0, then block 1, …); `out.transpose(1, 0, 2, 3).reshape(M * B, Kt, D)` converts ours to theirs.
+[B, M, Kt, D]. The reference instead stacks blocks mask-major along the batch ([M*B, Kt, D]: all B examples
+for block 0, then block 1, …); `out.transpose(1, 0, 2, 3).reshape(M * B, Kt, D)` converts ours to theirs.
 
 V-JEPA 2 sorts [context ; targets] by position before its RoPE blocks and un-sorts afterwards. Attention with
 RoPE and a key mask is permutation-equivariant, so we skip the sort; the outputs are the same.
@@ -33,8 +34,8 @@ class FeatureConditioning(nnx.Module):
   conditioning with extra tokens) can replace this module.
   """
 
-  def __init__(self, *, width: int, cond_dim: int, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, *, width: int, cond_dim: int, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the 3-layer MLP."""
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.fc1 = vit_lib.linear(width + cond_dim, width, **kw)
@@ -50,14 +51,42 @@ class FeatureConditioning(nnx.Module):
     return self.fc3(h).astype(jnp.float32)
 
 
+class SequenceConditioning(nnx.Module):
+  """IWM sequence conditioning: one extra predictor token per action component, with its own projection.
+
+    token_k = a_k * w_k + b_k,   k = 1..cond_dim,   w_k, b_k in R^W   (a Linear(1 -> W) per component)
+
+  The tokens join the sequence after the context and before the mask tokens. They carry no position
+  embedding: the separate projection per component already tells them apart (a shared projection would make
+  them interchangeable under attention, the permutation symmetry that the paper breaks this way).
+  """
+
+  def __init__(self, *, width: int, cond_dim: int, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    """Builds the per-component projections."""
+    init = vit_lib.trunc_normal_init()
+    self.kernel = nnx.Param(init(rngs.params(), (cond_dim, width), param_dtype))
+    # A random (not zero) bias, so the tokens differ from each other even for a null action.
+    self.bias = nnx.Param(init(rngs.params(), (cond_dim, width), param_dtype))
+
+  def __call__(self, cond: jax.Array) -> jax.Array:
+    """cond [B, M, c] -> action tokens [B, M, c, W] float32."""
+    kernel = self.kernel[...].astype(jnp.float32)
+    return cond.astype(jnp.float32)[..., None] * kernel + self.bias[...].astype(jnp.float32)
+
+
+COND_MODES = ("feature", "sequence")
+
+
 class Predictor(nnx.Module):
   """Predicts encoder embeddings of target tokens from encoded context tokens and target positions."""
 
   def __init__(self, *, grid: tuple[int, ...], embed_dim: int, width: int = 384, depth: int = 12, heads: int,
                mlp_ratio: float = 4.0, num_mask_tokens: int = 1, pos_embedding: str = "sincos_ijepa",
                uniform_power: bool = True, rope_layout: posemb.RopeLayout = "reference", cond_dim: int = 0,
+               cond_mode: str = "feature",
                zero_init_mask_tokens: bool = False, depth_scaled_init: bool = False, remat: bool = False,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the predictor.
 
     Args:
@@ -72,21 +101,24 @@ class Predictor(nnx.Module):
       uniform_power: 3D sin-cos channel split (V-JEPA: True).
       rope_layout: 'reference' or 'rotation' (see `posemb.rope_3d`).
       cond_dim: size of the IWM action vector; 0 disables conditioning.
+      cond_mode: how the action enters: 'feature' (mixed into every mask token, `FeatureConditioning`) or
+        'sequence' (cond_dim extra tokens, `SequenceConditioning`).
       zero_init_mask_tokens: zero mask tokens (V-JEPA) instead of trunc-normal(0.02) (I-JEPA).
       depth_scaled_init: see `vit.out_std`.
       remat: rematerialise each block.
+      attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `vit.Attention`.
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
       rngs: parameter initialisation.
     """
     if pos_embedding not in vit_lib.POS_EMBEDDINGS:
-      raise ConfigError(f"model.predictor.pos_embedding={pos_embedding!r} is unknown; use one of "
+      raise ConfigError(f"model.pos_embedding={pos_embedding!r} is unknown for the predictor; use one of "
                         f"{vit_lib.POS_EMBEDDINGS}")
     if pos_embedding == "sincos_ijepa" and len(grid) != 2:
-      raise ConfigError("model.predictor.pos_embedding='sincos_ijepa' is a 2D table; use 'sincos_vjepa' or 'rope' "
+      raise ConfigError("model.pos_embedding='sincos_ijepa' is a 2D table; use 'sincos_vjepa' or 'rope' "
                         "for video")
     if rope_layout not in posemb.ROPE_LAYOUTS:
-      raise ConfigError(f"model.predictor.rope_layout={rope_layout!r} is unknown; use one of "
+      raise ConfigError(f"model.rope_layout={rope_layout!r} is unknown; use one of "
                         f"{posemb.ROPE_LAYOUTS}")
     if num_mask_tokens < 1:
       raise ConfigError(f"model.predictor.num_mask_tokens={num_mask_tokens} must be >= 1")
@@ -101,11 +133,19 @@ class Predictor(nnx.Module):
     self.embed = vit_lib.linear(embed_dim, width, **kw)
     token_init = nnx.initializers.zeros_init() if zero_init_mask_tokens else vit_lib.trunc_normal_init()
     self.mask_tokens = nnx.Param(token_init(rngs.params(), (num_mask_tokens, width), param_dtype))
-    self.cond = FeatureConditioning(width=width, cond_dim=cond_dim, **kw) if cond_dim > 0 else None
+    if cond_mode not in COND_MODES:
+      raise ConfigError(f"predictor cond_mode={cond_mode!r} is unknown; use one of {COND_MODES}")
+    cond = None
+    if cond_dim > 0 and cond_mode == "feature":
+      cond = FeatureConditioning(width=width, cond_dim=cond_dim, **kw)
+    elif cond_dim > 0:
+      cond = SequenceConditioning(width=width, cond_dim=cond_dim, param_dtype=param_dtype, rngs=rngs)
+    self.cond = cond
     self.cond_dim = cond_dim
     self.blocks = nnx.List([
         vit_lib.Block(width=width, heads=heads, mlp_ratio=mlp_ratio, use_rope=pos_embedding == "rope",
-                      rope_layout=rope_layout, out_std=vit_lib.out_std(i + 1, depth_scaled_init), **kw)
+                      rope_layout=rope_layout, out_std=vit_lib.out_std(i + 1, depth_scaled_init),
+                      attn_implementation=attn_implementation, **kw)
         for i in range(depth)
     ])
     self.norm = vit_lib.layer_norm(width, param_dtype=param_dtype, rngs=rngs)
@@ -126,8 +166,8 @@ class Predictor(nnx.Module):
     """Predicts the target tokens of each of M target blocks from the same context.
 
     Each block is predicted independently: the context (batch B) is repeated per block (batch B*M) and
-    concatenated with that block's target tokens (mask token + position), then run through the blocks with full
-    attention, where invalid context and target slots are masked out as keys.
+    concatenated with that block's target tokens (mask token + position), then run through the blocks with
+    full attention, where invalid context and target slots are masked out as keys.
 
     Args:
       ctx: [B, Kc, D] context-encoder outputs.
@@ -151,25 +191,36 @@ class Predictor(nnx.Module):
     x = self.embed(ctx).astype(jnp.float32) + ctx_pos  # [B, Kc, W]
     token = self.mask_tokens[...][mask_token_index].astype(jnp.float32)
     tgt = jnp.broadcast_to(token + tgt_pos, (b, m, kt, self.width))  # [B, M, Kt, W]
+    extra = jnp.zeros((b, m, 0, self.width), jnp.float32)  # Sequence-conditioning tokens, if any.
     if self.cond is not None:
       if cond.ndim == 2:
         cond = jnp.broadcast_to(cond[:, None, :], (b, m, cond.shape[-1]))
-      tgt = self.cond(tgt, cond)
+      if isinstance(self.cond, SequenceConditioning):
+        extra = self.cond(cond)  # [B, M, c, W]
+      else:
+        tgt = self.cond(tgt, cond)
+    ka = extra.shape[2]
 
-    # One sequence per (example, block): [context ; block's targets], batch index = b * M + block.
+    # One sequence per (example, block): [context ; action tokens ; targets], batch index = b * M + block.
     x = jnp.broadcast_to(x[:, None], (b, m, kc, self.width))
-    x = jnp.concatenate([x, tgt], axis=2).reshape(b * m, kc + kt, self.width)
-    if ctx_valid is None:
-      ctx_valid = jnp.ones((b, kc), bool)
-    if tgt_valid is None:
-      tgt_valid = jnp.ones((b, m, kt), bool)
-    kv_mask = jnp.concatenate([jnp.broadcast_to(ctx_valid[:, None], (b, m, kc)), tgt_valid], axis=2)
-    kv_mask = kv_mask.reshape(b * m, kc + kt)
+    x = jnp.concatenate([x, extra, tgt], axis=2).reshape(b * m, kc + ka + kt, self.width)
+    kv_mask = None  # No padding: no mask, so attention can take its fastest path.
+    if ctx_valid is not None or tgt_valid is not None:
+      if ctx_valid is None:
+        ctx_valid = jnp.ones((b, kc), bool)
+      if tgt_valid is None:
+        tgt_valid = jnp.ones((b, m, kt), bool)
+      kv_mask = jnp.concatenate([jnp.broadcast_to(ctx_valid[:, None], (b, m, kc)), jnp.ones((b, m, ka), bool),
+                                 tgt_valid], axis=2)
+      kv_mask = kv_mask.reshape(b * m, kc + ka + kt)
     positions = None
     if ctx_rope is not None:
-      positions = jnp.concatenate([jnp.broadcast_to(ctx_rope[:, None], (b, m, kc, 3)), tgt_rope], axis=2)
-      positions = positions.reshape(b * m, kc + kt, 3)
+      # Action tokens sit at coordinate 0: RoPE sees only relative offsets, and the tokens are told apart by
+      # their own projections, not by position.
+      positions = jnp.concatenate([jnp.broadcast_to(ctx_rope[:, None], (b, m, kc, 3)),
+                                   jnp.zeros((b, m, ka, 3), ctx_rope.dtype), tgt_rope], axis=2)
+      positions = positions.reshape(b * m, kc + ka + kt, 3)
 
     x = vit_lib.run_blocks(self.blocks, x, kv_mask=kv_mask, positions=positions, remat=self.remat)
-    x = self.proj(self.norm(x[:, kc:]))
+    x = self.proj(self.norm(x[:, kc + ka:]))
     return x.astype(jnp.float32).reshape(b, m, kt, -1)

@@ -1,13 +1,13 @@
 """Vision Transformer encoder shared by I-JEPA, V-JEPA and V-JEPA 2 (2D patches or 3D tubelets).
 
-A plain pre-LN ViT as in the reference repositories: no CLS token, qkv bias, exact-erf GELU, LayerNorm eps 1e-6,
-a final LayerNorm, output = all tokens. Module and parameter names mirror the PyTorch state dicts
-(`patch_embed`, `blocks[i].norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `norm`) so that a
-converter is a rename plus the transposes documented on each module.
+A plain pre-LN ViT as in the reference repositories: no CLS token, qkv bias, exact-erf GELU, LayerNorm eps
+1e-6, a final LayerNorm, output = all tokens. Module and parameter names mirror the PyTorch state dicts
+(`patch_embed`, `blocks[i].norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `norm`) so
+that a converter is a rename plus the transposes documented on each module.
 
-Precision: parameters are `param_dtype` (float32); matmuls and attention run in `dtype`; the residual stream and
-the LayerNorms stay in float32. This mirrors PyTorch autocast in the references (bf16 matmul outputs added to a
-float32 residual promote to float32), and the output is float32 whatever `dtype` is.
+Precision: parameters are `param_dtype` (float32); matmuls and attention run in `dtype`; the residual stream
+and the LayerNorms stay in float32. This mirrors PyTorch autocast in the references (bf16 matmul outputs added
+to a float32 residual promote to float32), and the output is float32 whatever `dtype` is.
 
 Position encodings (`pos_embedding`):
   'sincos_ijepa': I-JEPA's fixed 2D table (column first), added after the patch embedding. Images only.
@@ -15,8 +15,8 @@ Position encodings (`pos_embedding`):
   'rope': V-JEPA 2's 3D rotary embedding on q/k in every block (images use time 0); no table.
   'none': no position information.
 Tables are NumPy constants computed from the input's token grid at trace time (never parameters). For an input
-whose grid differs from the configured one the table is regenerated for the new grid; the references interpolate
-the stored table instead.
+whose grid differs from the configured one the table is regenerated for the new grid; the references
+interpolate the stored table instead.
 """
 
 from collections.abc import Sequence
@@ -44,7 +44,7 @@ VIT_SIZES: dict[str, tuple[int, int, int, float]] = {
     "huge": (1280, 32, 16, 4.0),
     "giant": (1408, 40, 16, 48 / 11),
     "giant_xformers": (1408, 40, 22, 48 / 11),
-    # The reference passes a misspelled `mpl_ratio=64/13`, so its ratio silently stays 4; we keep its behaviour.
+    # The reference passes a misspelled `mpl_ratio=64/13`, so its ratio silently stays 4; we keep that.
     "gigantic": (1664, 48, 16, 4.0),
 }
 
@@ -80,8 +80,8 @@ class PatchEmbed(nnx.Module):
 
   Parameters:
     kernel: [p, p, C, D] for images, [kt, p, p, C, D] for video, i.e. the Flax conv (HWIO / THWIO) layout.
-      From a PyTorch Conv2d weight [D, C, p, p] use `w.transpose(2, 3, 1, 0)`; from Conv3d [D, C, kt, p, p] use
-      `w.transpose(2, 3, 4, 1, 0)`.
+      From a PyTorch Conv2d weight [D, C, p, p] use `w.transpose(2, 3, 1, 0)`; from Conv3d [D, C, kt, p, p]
+      use `w.transpose(2, 3, 4, 1, 0)`.
     bias: [D].
   Patches are flattened in (kt, p, p, C) order to match the kernel, and tokens in raster order (t, h, w).
   """
@@ -117,21 +117,28 @@ class Attention(nnx.Module):
   """Multi-head self-attention with a fused qkv projection and optional 3D RoPE.
 
   `qkv` is Linear(D -> 3D, bias) whose output splits as (3, heads, head_dim): outputs [0, D) are q, [D, 2D) k,
-  [2D, 3D) v, and head h owns a contiguous head_dim slice of each (the reference layout, so a PyTorch qkv weight
-  maps with a plain transpose). `proj` is Linear(D -> D). Attention itself is `jax.nn.dot_product_attention`,
-  so accelerators get fused kernels.
+  [2D, 3D) v, and head h owns a contiguous head_dim slice of each (the reference layout, so a PyTorch qkv
+  weight maps with a plain transpose). `proj` is Linear(D -> D). Attention itself is
+  `jax.nn.dot_product_attention`, so `implementation='cudnn'` gives NVIDIA GPUs the fused kernel.
   """
 
   def __init__(self, *, width: int, heads: int, qkv_bias: bool = True, use_rope: bool = False,
-               rope_layout: posemb.RopeLayout = "reference", proj_std: float = 0.02, dtype: Dtype = jnp.float32,
+               rope_layout: posemb.RopeLayout = "reference", proj_std: float = 0.02,
+               implementation: str | None = None, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    """`proj_std` is the init std of `proj` (the depth-scaled init divides it by sqrt(2 l))."""
+    """Builds the layer.
+
+    `proj_std` is the init std of `proj` (the depth-scaled init divides it by sqrt(2 l)). `implementation`
+    goes to `jax.nn.dot_product_attention`: None is XLA on any backend (jax 0.10 does not pick a fused
+    kernel by itself); 'cudnn' is the fused kernel on NVIDIA GPUs (bf16/fp16 compute only).
+    """
     if width % heads:
       raise ValueError(f"width {width} is not divisible by heads {heads}")
     self.heads = heads
     self.head_dim = width // heads
     self.use_rope = use_rope
     self.rope_layout = rope_layout
+    self.implementation = implementation
     self.qkv = linear(width, 3 * width, use_bias=qkv_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.proj = linear(width, width, std=proj_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -160,7 +167,7 @@ class Attention(nnx.Module):
       q = posemb.rope_3d(q, positions, layout=self.rope_layout)
       k = posemb.rope_3d(k, positions, layout=self.rope_layout)
     mask = None if kv_mask is None else kv_mask[:, None, None, :]  # -> [B, heads, Nq, Nk] by broadcasting.
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
     return self.proj(out.reshape(*x.shape[:-1], -1))
 
 
@@ -174,6 +181,7 @@ class Mlp(nnx.Module):
     self.fc2 = linear(hidden, width, std=fc2_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., D] -> [..., D] in the compute dtype."""
     # jax.nn.gelu defaults to the tanh approximation; the references use the exact form.
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
 
@@ -183,11 +191,13 @@ class Block(nnx.Module):
 
   def __init__(self, *, width: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                use_rope: bool = False, rope_layout: posemb.RopeLayout = "reference", out_std: float = 0.02,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    """`out_std` is the init std of attn.proj and mlp.fc2 (0.02, or 0.02/sqrt(2 l) for the depth-scaled init)."""
+               attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    """`out_std` is the init std of attn.proj and mlp.fc2 (0.02, or 0.02/sqrt(2 l) when depth-scaled)."""
     self.norm1 = layer_norm(width, param_dtype=param_dtype, rngs=rngs)
-    self.attn = Attention(width=width, heads=heads, qkv_bias=qkv_bias, use_rope=use_rope, rope_layout=rope_layout,
-                          proj_std=out_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.attn = Attention(width=width, heads=heads, qkv_bias=qkv_bias, use_rope=use_rope,
+                          rope_layout=rope_layout, proj_std=out_std, implementation=attn_implementation,
+                          dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm2 = layer_norm(width, param_dtype=param_dtype, rngs=rngs)
     # int() like the reference: 1408 * 48/11 = 6144.
     self.mlp = Mlp(width=width, hidden=int(width * mlp_ratio), fc2_std=out_std, dtype=dtype,
@@ -212,15 +222,19 @@ def out_std(layer: int, depth_scaled_init: bool) -> float:
 def check_heads(width: int, heads: int, *, key: str, width_key: str, rope: bool) -> None:
   """Raises ConfigError unless `heads` divides `width` (and leaves RoPE at least 2 channels per axis)."""
   if heads <= 0 or width % heads:
-    raise ConfigError(f"{key}={heads} does not divide {width_key}={width}; pick a head count that divides the width")
+    raise ConfigError(f"{key}={heads} does not divide {width_key}={width}; "
+                      "pick a head count that divides the width")
   if rope and posemb.rope_sub_dim(width // heads) < 2:
     raise ConfigError(f"{key}={heads} gives head_dim {width // heads}, too small for 3D RoPE (needs >= 6); "
                       "use fewer heads")
 
 
-def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | None, positions: jax.Array | None,
-               remat: bool, collect: list[jax.Array] | None = None) -> jax.Array:
-  """Applies `blocks` in order, optionally rematerialising each one (activations recomputed in the backward)."""
+def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | None,
+               positions: jax.Array | None, remat: bool, collect: list[jax.Array] | None = None) -> jax.Array:
+  """Applies `blocks` in order, optionally rematerialised (activations recomputed in the backward pass).
+
+  Appends every block's output to `collect` when given.
+  """
 
   def apply(block: Block, h: jax.Array, kv_mask: jax.Array | None, positions: jax.Array | None) -> jax.Array:
     return block(h, kv_mask=kv_mask, positions=positions)
@@ -235,6 +249,7 @@ def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | No
 
 
 def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
+  """An image size given as one int (square) or (height, width)."""
   if isinstance(size, int):
     return size, size
   h, w = size
@@ -252,8 +267,8 @@ class ViT(nnx.Module):
                depth: int, heads: int, mlp_ratio: float = 4.0, num_frames: int | None = None,
                tubelet_size: int = 2, pos_embedding: str = "sincos_ijepa", uniform_power: bool = True,
                rope_layout: posemb.RopeLayout = "reference", qkv_bias: bool = True,
-               depth_scaled_init: bool = False, remat: bool = False, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               depth_scaled_init: bool = False, remat: bool = False, attn_implementation: str | None = None,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the encoder.
 
     Args:
@@ -269,23 +284,27 @@ class ViT(nnx.Module):
       qkv_bias: bias on the fused qkv projection (on in every reference).
       depth_scaled_init: divide attn.proj / mlp.fc2 init of block l by sqrt(2 l) (V-JEPA 2 style).
       remat: rematerialise each block in the backward pass (saves activation memory).
+      attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `Attention`.
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
       rngs: parameter initialisation.
     """
     h, w = _as_pair(image_size)
     if h % patch_size or w % patch_size:
-      raise ConfigError(f"model.image_size={image_size} is not divisible by model.patch_size={patch_size}")
+      raise ConfigError(f"data.image_size={image_size} is not divisible by model.patch_size={patch_size}")
     if pos_embedding not in POS_EMBEDDINGS:
       raise ConfigError(f"model.pos_embedding={pos_embedding!r} is unknown; use one of {POS_EMBEDDINGS}")
     if rope_layout not in posemb.ROPE_LAYOUTS:
       raise ConfigError(f"model.rope_layout={rope_layout!r} is unknown; use one of {posemb.ROPE_LAYOUTS}")
     if num_frames is not None:
       if num_frames % tubelet_size:
-        raise ConfigError(f"model.num_frames={num_frames} is not divisible by model.tubelet_size={tubelet_size}")
+        raise ConfigError(f"data.num_frames={num_frames} is not divisible by "
+                          f"model.tubelet_size={tubelet_size}")
       if pos_embedding == "sincos_ijepa":
-        raise ConfigError("model.pos_embedding='sincos_ijepa' is a 2D table; use 'sincos_vjepa' or 'rope' for video")
-    check_heads(width, heads, key="model.heads", width_key="model.width", rope=pos_embedding == "rope")
+        raise ConfigError("model.pos_embedding='sincos_ijepa' is a 2D table; "
+                          "use 'sincos_vjepa' or 'rope' for video")
+    check_heads(width, heads, key="model.encoder.heads", width_key="model.encoder.width",
+                rope=pos_embedding == "rope")
     spatial = (h // patch_size, w // patch_size)
     self.grid: tuple[int, ...] = spatial if num_frames is None else (num_frames // tubelet_size, *spatial)
     self.width = width
@@ -296,8 +315,9 @@ class ViT(nnx.Module):
                                   tubelet_size=None if num_frames is None else tubelet_size, dtype=dtype,
                                   param_dtype=param_dtype, rngs=rngs)
     self.blocks = nnx.List([
-        Block(width=width, heads=heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, use_rope=pos_embedding == "rope",
-              rope_layout=rope_layout, out_std=out_std(i + 1, depth_scaled_init), dtype=dtype,
+        Block(width=width, heads=heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+              use_rope=pos_embedding == "rope", rope_layout=rope_layout,
+              out_std=out_std(i + 1, depth_scaled_init), attn_implementation=attn_implementation, dtype=dtype,
               param_dtype=param_dtype, rngs=rngs) for i in range(depth)
     ])
     self.norm = layer_norm(width, param_dtype=param_dtype, rngs=rngs)
@@ -313,7 +333,8 @@ class ViT(nnx.Module):
     kt = self.patch_embed.tubelet_size
     expected = 4 if kt is None else 5
     if len(x_shape) != expected:
-      raise ValueError(f"expected a rank-{expected} input ({'images' if kt is None else 'video'}), got {x_shape}")
+      kind = "images" if kt is None else "video"
+      raise ValueError(f"expected a rank-{expected} input ({kind}), got shape {tuple(x_shape)}")
     *frames, h, w, _ = x_shape[1:]
     if h % p or w % p or (frames and frames[0] % kt):
       raise ValueError(f"input {tuple(x_shape)} is not divisible into patches {p} / tubelets {kt}")
@@ -326,15 +347,15 @@ class ViT(nnx.Module):
 
     Args:
       x: images [B, H, W, C] or video [B, T, H, W, C].
-      idx: optional [B, K] int32 raster indices of the tokens to keep (dropped before the blocks). With RoPE the
-        kept tokens keep their original positions.
+      idx: optional [B, K] int32 raster indices of the tokens to keep (the rest are dropped before the
+        blocks). With RoPE the kept tokens keep their original positions.
       valid: optional [B, K] (or [B, N] without idx) bool; False slots are padding, ignored as attention keys.
         Their outputs are meaningless.
       return_all_layers: also return every block's output.
 
     Returns:
-      [B, K or N, D] float32 after the final LayerNorm; with `return_all_layers`, a tuple of that and the list of
-      the `depth` block outputs (float32, before the final LayerNorm).
+      [B, K or N, D] float32 after the final LayerNorm; with `return_all_layers`, a tuple of that and the
+      list of the `depth` block outputs (float32, before the final LayerNorm).
     """
     grid = self.token_grid(x.shape)
     h = self.patch_embed(x).astype(jnp.float32)
@@ -361,6 +382,6 @@ def vit(size: str, **kwargs: Any) -> ViT:
   Example: `vit('base', image_size=224, patch_size=16, rngs=nnx.Rngs(0))`.
   """
   if size not in VIT_SIZES:
-    raise ConfigError(f"model.size={size!r} is unknown; use one of {sorted(VIT_SIZES)}")
+    raise ConfigError(f"model.encoder.size={size!r} is unknown; use one of {sorted(VIT_SIZES)}")
   width, depth, heads, mlp_ratio = VIT_SIZES[size]
   return ViT(**{"width": width, "depth": depth, "heads": heads, "mlp_ratio": mlp_ratio, **kwargs})
