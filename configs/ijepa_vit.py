@@ -5,23 +5,27 @@ r"""I-JEPA with a ViT encoder.
   python -m jepa.main --config=configs/ijepa_vit.py:cifar10 --workdir=runs/c10     # CIFAR-10 from shared/data
 
 Presets (the text after ':'):
-  ''           ViT (width 192, depth 6) on scikit-learn's 8x8 digits upsampled to 32 px, patch 4: minutes on a CPU.
+  ''           ViT (width 128, depth 4) on scikit-learn's 8x8 digits upsampled to 32 px, patch 4: minutes on a CPU.
   in1k_vith14  Assran et al. 2023, `in1k_vith14_ep300.yaml`: ViT-H/14 at 224 px on ImageNet-1k (TFDS), global batch
                2048, 300 epochs x 625 steps, 40 warmup epochs, lr 2e-4 -> 1e-3 -> 1e-6 cosine, wd 0.04 -> 0.4,
                EMA 0.996 -> 1.0, predictor 12 x 384, crop scale (0.3, 1.0), no flip, bf16.
-  cifar10      CIFAR-10 train (packed JPEG from ../shared/data), 32 px, patch 4, ViT width 192 depth 6.
+  cifar10      CIFAR-10 train (packed JPEG from ../shared/data), 32 px, patch 4, the default's model.
   tiny         A seconds-long run for tests.
 """
 from jepa import config as common
 
 
 def _default(c):
-  c.model.encoder.update(size="tiny", depth=6)
-  c.model.predictor.update(width=96, depth=3, heads=3)
+  # Sized for 2 CPU cores: a 4-block, 128-wide ViT on the 8x8 grid of 32-px digits, ~5 minutes.
+  c.model.encoder.update(size="tiny", width=128, depth=4, heads=4)
+  c.model.predictor.update(width=64, depth=2, heads=4)
   c.data.update(image_size=32, crop_scale=(0.3, 1.0))
   c.model.patch_size = 4
   c.train.update(batch_size=64, num_steps=600, log_every=50, checkpoint_every=300)
   c.optim.update(warmup_steps=60)
+  # With the paper's 0.996 this small run collapses (target-feature std 0.40 -> 0.08 in 500 steps and a probe
+  # below random init, 0.889 vs 0.906); 0.999 keeps the std at ~0.38 and the probe above it (0.939 vs 0.906).
+  c.ema.update(momentum=0.999, final_momentum=1.0)
 
 
 def _in1k_vith14(c):
