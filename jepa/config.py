@@ -42,7 +42,9 @@ def base_config():
       pos_embedding="sincos_ijepa",
       remat=False,
       encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0)),
-      predictor=ml_collections.ConfigDict(dict(width=384, depth=12, heads=0)),  # heads 0 = encoder's heads
+      # heads 0 = the encoder's heads; num_mask_tokens 0 = the method's count (V-JEPA: one per mask group),
+      # more keeps extra learned tokens (released V-JEPA 2 predictors hold 10; see jepa/convert.py).
+      predictor=ml_collections.ConfigDict(dict(width=384, depth=12, heads=0, num_mask_tokens=0)),
   ))
 
   c.masks = ml_collections.ConfigDict(dict(

@@ -45,6 +45,12 @@ def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, zer
   pred = config.model.predictor
   _, _, enc_heads, _ = encoder_dims(config.model.encoder)
   heads = pred.heads or enc_heads
+  # An explicit count may exceed the method's (the method then uses the first ones), never fall short of it.
+  configured = pred.get("num_mask_tokens", 0)
+  if configured and configured < num_mask_tokens:
+    raise ConfigError(f"model.predictor.num_mask_tokens={configured} is fewer than the {num_mask_tokens} mask "
+                      "tokens this method uses; set 0 (the method's count) or more")
+  num_mask_tokens = configured or num_mask_tokens
   if pred.width % heads:
     raise ConfigError(f"model.predictor.width={pred.width} is not divisible by model.predictor.heads={heads}; "
                       "set --config.model.predictor.heads to a divisor")

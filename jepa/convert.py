@@ -1,0 +1,671 @@
+r"""Import of the official I-JEPA, V-JEPA and V-JEPA 2 PyTorch checkpoints into a jepa workdir.
+
+  python -m jepa.convert --format=ijepa --checkpoint=IN1K-vit.h.14-300e.pth.tar --workdir=runs/ijepa_h14
+  python -m jepa.convert --format=vjepa --checkpoint=vitl16.pth.tar --workdir=runs/vjepa_l16
+  python -m jepa.convert --format=vjepa2 --checkpoint=vitg.pt --workdir=runs/vjepa2_g --num_frames=64
+  python -m jepa.evaluate --workdir=runs/ijepa_h14 [--config.data.source=...] [--probe=linear|attentive]
+  python -m jepa.main --config=jepa/run_config.py:runs/ijepa_h14 --workdir=runs/ijepa_h14   # train on from it
+
+What it reads: the torch dict's `encoder`, `predictor` and `target_encoder` state dicts (other entries, e.g.
+`opt`, are ignored). Keys may carry the DDP prefix `module.` (I-JEPA) or `module.backbone.` (V-JEPA, V-JEPA 2;
+the multi-mask wrapper's child); both are stripped.
+
+What it infers from the tensor shapes:
+  width, patch size, tubelet size   patch_embed.proj.weight [D, 3, p, p] or [D, 3, kt, p, p]
+  depth                              the number of blocks.{i} indices
+  MLP ratio                          blocks.*.mlp.fc1.weight [hidden, D]
+  image size, frames                 pos_embed [1, N, D]: the grid whose regenerated sin-cos table equals it
+                                     (V-JEPA 2 has no table: --image_size, default 256, and --num_frames, 16)
+  predictor width, depth, tokens     predictor_embed.weight, predictor_blocks.{i}, mask_token(s.{k})
+Heads cannot be read from a fused qkv weight: they come from --heads / --predictor_heads or the reference size
+table (VIT_HEADS below; V-JEPA 2 predictors use 12 heads and its 1408-wide ViT-g 22).
+
+What it checks (each failure is one line, a `jepa.errors.CheckpointError` naming the key; the CLI prints it
+and exits with status 2): every tensor of the inferred model is present with its shape, no tensor is left
+over, and the stored `pos_embed` / `predictor_pos_embed` equal the tables this code regenerates (I-JEPA's
+column-first 2D layout, V-JEPA's [t | h | w] uniform-power 3D layout), since our models never store them.
+V-JEPA 2 state dicts still hold a stale `pos_embed` that the RoPE model does not use; it is skipped.
+
+Layouts (jepa/models/vit.py documents the Flax side): Linear weight [out, in] -> kernel [in, out]; Conv2d
+[D, C, p, p] -> [p, p, C, D]; Conv3d [D, C, kt, p, p] -> [kt, p, p, C, D]; the fused qkv keeps its
+(3, heads, head_dim) output order, so a transpose suffices; LayerNorm weight -> scale; the predictor's
+mask tokens [1, 1, W] each -> rows of `mask_tokens` [K, W]. V-JEPA 2's RoPE runs in the 'reference' layout
+(tiled frequencies), the one its weights were trained with.
+
+What it writes: an Orbax checkpoint at step 0 in the Trainer's layout (params = encoder + predictor, ema =
+target_encoder, a fresh optimizer state and data-iterator position) and WORKDIR/config.json, so that
+`jepa.evaluate` probes it and `jepa.main` with the same --workdir trains on from it. The config is --config if
+given, else `default_config(format)` (the format's recipe on the embedded digits / moving digits), with any
+`--config.*` overrides, and its model fields replaced by the inferred ones. torch is needed only to read the
+file (`pip install 'jepa[torch]'`); `convert_state_dicts` works on NumPy arrays.
+"""
+import collections
+import dataclasses
+import math
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from jepa import cli
+from jepa import config as config_lib
+from jepa import run_config
+from jepa.errors import CheckpointError, ConfigError, JepaError
+from jepa.models import posemb
+from jepa.models import vit as vit_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """What distinguishes the three official checkpoint families."""
+  method: str           # jepa method that trains such a model
+  pos_embedding: str    # model.pos_embedding of the encoder and predictor
+  video: bool           # Conv3d tubelets (V-JEPA) or Conv2d patches (I-JEPA)
+  single_mask_token: bool  # I-JEPA's `mask_token`; V-JEPA's list `mask_tokens.{k}`
+
+
+FORMATS = {
+    "ijepa": Format(method="ijepa", pos_embedding="sincos_ijepa", video=False, single_mask_token=True),
+    "vjepa": Format(method="vjepa", pos_embedding="sincos_vjepa", video=True, single_mask_token=False),
+    "vjepa2": Format(method="vjepa", pos_embedding="rope", video=True, single_mask_token=False),
+}
+
+# Official state-dict names (the encoder, the EMA target encoder and the predictor).
+ENCODER, TARGET, PREDICTOR = "encoder", "target_encoder", "predictor"
+PREFIXES = ("module.backbone.", "module.", "backbone.")
+
+# Heads of the reference constructors by encoder width (`vit.VIT_SIZES`); width 1408 is ViT-g: 16 heads in
+# I-JEPA / V-JEPA (`vit_giant`), 22 in V-JEPA 2 (`vit_giant_xformers`).
+VIT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+VJEPA2_GIANT_HEADS = 22
+VJEPA2_PREDICTOR_HEADS = 12
+# V-JEPA 2's RoPE models hold no grid; these are its pretraining clips (256 px, 16 frames).
+VJEPA2_IMAGE_SIZE, VJEPA2_NUM_FRAMES = 256, 16
+PREDICTOR_MLP_RATIO = 4.0  # Every reference predictor; model.predictor has no key for another ratio.
+# Stored tables are float32 copies of float64 sin-cos values; a wrong layout or grid differs by O(1).
+TABLE_ATOL = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The model an official checkpoint holds, as inferred from its tensors (and flags)."""
+  format: str
+  width: int
+  depth: int
+  heads: int
+  mlp_ratio: float
+  patch_size: int
+  tubelet_size: int      # 0 for images
+  image_size: int
+  num_frames: int        # 0 for images
+  predictor_width: int
+  predictor_depth: int
+  predictor_heads: int
+  num_mask_tokens: int
+
+  @property
+  def grid(self):
+    side = self.image_size // self.patch_size
+    return (side, side) if not self.num_frames else (self.num_frames // self.tubelet_size, side, side)
+
+
+@dataclasses.dataclass
+class Converted:
+  """Flax parameter trees (nested dicts of float32 arrays, block indices as int keys) and the spec."""
+  spec: ModelSpec
+  encoder: dict
+  predictor: dict
+  target_encoder: dict
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+def load_torch_checkpoint(path):
+  """{state-dict name: {key: float32 ndarray}} for encoder / predictor / target_encoder of a torch file.
+
+  Entries that are not one of these three are ignored. Imports torch (the `torch` extra) only here.
+  """
+  try:
+    import torch  # pylint: disable=import-outside-toplevel  (optional dependency, only for reading)
+  except ImportError:
+    raise ConfigError("reading PyTorch checkpoints needs torch: pip install 'jepa[torch]'") from None
+  if not os.path.isfile(path):
+    raise CheckpointError(f"--checkpoint={path} does not exist")
+  try:
+    # weights_only: the files hold tensors, numbers and optimizer dicts; nothing needs arbitrary unpickling.
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except  (any unreadable file: one line)
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise CheckpointError(f"--checkpoint={path} is not a readable PyTorch checkpoint ({detail})") from None
+  if not isinstance(raw, dict):
+    raise CheckpointError(f"--checkpoint={path} holds a {type(raw).__name__}, not the dict of state dicts "
+                          f"({ENCODER!r}, {PREDICTOR!r}, {TARGET!r}) that the official training code saves")
+  out = {}
+  for name in (ENCODER, PREDICTOR, TARGET):
+    if name not in raw:
+      continue  # Reported by convert_state_dicts, with the other problems.
+    if not isinstance(raw[name], dict):
+      raise CheckpointError(f"{name!r} in {path} is a {type(raw[name]).__name__}, not a state dict")
+    out[name] = {}
+    for key, value in raw[name].items():
+      if not (torch.is_tensor(value) and value.is_floating_point()):
+        raise CheckpointError(f"{name}[{key!r}] is not a floating-point tensor ({type(value).__name__})")
+      out[name][key] = value.detach().to(torch.float32).numpy()
+  return out
+
+
+class StateDict:
+  """One official state dict with its prefixes stripped; errors name the original keys."""
+
+  def __init__(self, name, tensors):
+    self.name = name
+    self.arrays, self.original = {}, {}
+    prefixes = collections.Counter()
+    for key, value in tensors.items():
+      short = key
+      for prefix in PREFIXES:
+        if key.startswith(prefix):
+          short = key[len(prefix):]
+          break
+      if short in self.arrays:
+        raise CheckpointError(f"{name}[{self.original[short]!r}] and {name}[{key!r}] are the same tensor "
+                              f"{short!r} once the prefixes are removed; keep one")
+      self.arrays[short] = np.asarray(value, np.float32)
+      self.original[short] = key
+      prefixes[key[:len(key) - len(short)]] += 1
+    # Missing keys are named with the prefix the others carry.
+    self.prefix = prefixes.most_common(1)[0][0] if prefixes else ""
+
+  def key(self, short):
+    """`name['original key']`, for messages."""
+    return f"{self.name}[{self.original.get(short, self.prefix + short)!r}]"
+
+  def get(self, short, needed_for):
+    if short not in self.arrays:
+      raise CheckpointError(f"{self.key(short)} is missing (needed for {needed_for})")
+    return self.arrays[short]
+
+  def count(self, prefix):
+    """1 + the largest index i of keys `{prefix}{i}.…` (0 if none)."""
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)(\.|$)")
+    indices = [int(m.group(1)) for m in map(pattern.match, self.arrays) if m]
+    return max(indices) + 1 if indices else 0
+
+
+# --- inference ----------------------------------------------------------------------------------------------
+def _mlp_ratio(hidden, width):
+  """A ratio r with int(width * r) == hidden, as the reference's `int(dim * mlp_ratio)` (e.g. ViT-g 48/11)."""
+  ratio = hidden / width
+  return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
+
+
+def _hidden(sd, prefix, depth):
+  """The MLP hidden size most blocks have (so that one odd block is reported as mis-shaped, not the rest)."""
+  keys = (f"{prefix}{i}.mlp.fc1.weight" for i in range(depth))
+  shapes = collections.Counter(sd.arrays[k].shape[0] for k in keys
+                               if k in sd.arrays and sd.arrays[k].ndim == 2)
+  if not shapes:
+    sd.get(f"{prefix}0.mlp.fc1.weight", "the MLP size")
+  return shapes.most_common(1)[0][0]
+
+
+def _default_heads(fmt, width):
+  if fmt == "vjepa2" and width == 1408:
+    return VJEPA2_GIANT_HEADS
+  return VIT_HEADS.get(width, 0)
+
+
+def _table(kind, grid, width):
+  return posemb.table(kind, tuple(grid), width, True)
+
+
+def _candidate_grids(num_tokens, video, patch, tubelet, image_size, num_frames):
+  """Square grids (h, w) or (t, h, w) with num_tokens tokens, restricted to the given sizes if any."""
+  grids = []
+  for side in range(1, math.isqrt(num_tokens) + 1):
+    if num_tokens % (side * side):
+      continue
+    t = num_tokens // (side * side)
+    if not video and t != 1:
+      continue
+    if image_size and side * patch != image_size:
+      continue
+    if video and num_frames and t * tubelet != num_frames:
+      continue
+    grids.append((t, side, side) if video else (side, side))
+  return grids
+
+
+def _check_table(sd, key, kind, grids, width):
+  """The grid in `grids` whose regenerated table equals the stored `key`; a CheckpointError if none does."""
+  stored = sd.arrays[key][0]
+  best = None
+  for grid in grids:
+    diff = float(np.max(np.abs(stored - _table(kind, grid, width))))
+    if diff <= TABLE_ATOL:
+      return grid
+    if best is None or diff < best[1]:
+      best = (grid, diff)
+  if best is None:
+    raise CheckpointError(f"{sd.key(key)} has {stored.shape[0]} tokens, which fit no square grid of the "
+                          "given --image_size / --num_frames; pass the sizes the model was trained at")
+  grid, diff = best
+  raise CheckpointError(f"{sd.key(key)} differs from the regenerated {kind} table for grid "
+                        f"{'x'.join(map(str, grid))} (max abs difference {diff:.3g}); only the references' "
+                        "fixed sin-cos tables can be converted (pass --image_size / --num_frames if the grid "
+                        "is not square)")
+
+
+def infer_spec(fmt, encoder, predictor, *, heads=0, predictor_heads=0, image_size=0, num_frames=0):
+  """The ModelSpec read off the tensor shapes of `encoder` and `predictor` (StateDicts); see the module."""
+  form = FORMATS[fmt]
+  weight = encoder.get("patch_embed.proj.weight", "the width and patch size")
+  ndim = 5 if form.video else 4
+  if weight.ndim != ndim or weight.shape[-1] != weight.shape[-2]:
+    layout = "[D, 3, kt, p, p] (Conv3d tubelets)" if form.video else "[D, 3, p, p] (Conv2d patches)"
+    raise CheckpointError(f"{encoder.key('patch_embed.proj.weight')} has shape {weight.shape}; a {fmt} "
+                          f"checkpoint has {layout}")
+  width, channels, patch = weight.shape[0], weight.shape[1], weight.shape[-1]
+  if channels != 3:
+    raise CheckpointError(f"{encoder.key('patch_embed.proj.weight')} takes {channels} input channels; the "
+                          "models here take RGB (3)")
+  tubelet = weight.shape[2] if form.video else 0
+  depth = encoder.count("blocks.")
+  if not depth:
+    encoder.get("blocks.0.norm1.weight", "the depth")
+  mlp_ratio = _mlp_ratio(_hidden(encoder, "blocks.", depth), width)
+
+  heads = heads or _default_heads(fmt, width)
+  if not heads:
+    raise ConfigError(f"the encoder width {width} is not in the reference size table {sorted(VIT_HEADS)}, so "
+                      "its head count is unknown: pass --heads")
+  vit_lib.check_heads(width, heads, key="--heads", width_key="the checkpoint's width",
+                      rope=form.pos_embedding == "rope")
+
+  if form.pos_embedding == "rope":
+    image_size = image_size or VJEPA2_IMAGE_SIZE
+    num_frames = num_frames or VJEPA2_NUM_FRAMES
+    if image_size % patch or num_frames % tubelet:
+      raise ConfigError(f"--image_size={image_size} / --num_frames={num_frames} are not multiples of the "
+                        f"checkpoint's patch {patch} / tubelet {tubelet}")
+    grid = (num_frames // tubelet, image_size // patch, image_size // patch)
+  else:
+    pos = encoder.get("pos_embed", "the image size and frames")
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != width:
+      raise CheckpointError(f"{encoder.key('pos_embed')} has shape {pos.shape}, expected [1, N, {width}]")
+    grids = _candidate_grids(pos.shape[1], form.video, patch, tubelet, image_size, num_frames)
+    grid = _check_table(encoder, "pos_embed", form.pos_embedding, grids, width)
+    image_size = grid[-1] * patch
+    num_frames = grid[0] * tubelet if form.video else 0
+
+  embed = predictor.get("predictor_embed.weight", "the predictor width")
+  if embed.ndim != 2 or embed.shape[1] != width:
+    raise CheckpointError(f"{predictor.key('predictor_embed.weight')} has shape {embed.shape}, expected "
+                          f"[predictor width, {width}]")
+  pred_width = embed.shape[0]
+  pred_depth = predictor.count("predictor_blocks.")
+  if not pred_depth:
+    predictor.get("predictor_blocks.0.norm1.weight", "the predictor depth")
+  pred_hidden = _hidden(predictor, "predictor_blocks.", pred_depth)
+  if pred_hidden != int(pred_width * PREDICTOR_MLP_RATIO):
+    raise CheckpointError(f"{predictor.key('predictor_blocks.0.mlp.fc1.weight')} gives the predictor an MLP "
+                          f"ratio of {pred_hidden / pred_width:.3g}; the predictors here use "
+                          f"{PREDICTOR_MLP_RATIO:g}, as every reference")
+  if form.single_mask_token:
+    predictor.get("mask_token", "the predictor's mask token")
+    tokens = 1
+  else:
+    tokens = predictor.count("mask_tokens.")
+    if not tokens:
+      predictor.get("mask_tokens.0", "the predictor's mask tokens")
+  if not predictor_heads:
+    predictor_heads = VJEPA2_PREDICTOR_HEADS if fmt == "vjepa2" else heads  # I-JEPA / V-JEPA: the encoder's.
+  vit_lib.check_heads(pred_width, predictor_heads, key="--predictor_heads", width_key="the predictor width",
+                      rope=form.pos_embedding == "rope")
+  return ModelSpec(format=fmt, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, patch_size=patch,
+                   tubelet_size=tubelet, image_size=image_size, num_frames=num_frames,
+                   predictor_width=pred_width, predictor_depth=pred_depth, predictor_heads=predictor_heads,
+                   num_mask_tokens=tokens)
+
+
+# --- layouts ------------------------------------------------------------------------------------------------
+# A layout maps each official key (prefix stripped) to (torch shape, Flax path or None, NumPy transform).
+# A None path marks a tensor that is checked but not stored (the fixed position tables).
+def _transpose(x):
+  return x.T
+
+
+def _linear(key, path, din, dout):
+  return {f"{key}.weight": ((dout, din), (*path, "kernel"), _transpose),
+          f"{key}.bias": ((dout,), (*path, "bias"), None)}
+
+
+def _norm(key, path, dim):
+  return {f"{key}.weight": ((dim,), (*path, "scale"), None), f"{key}.bias": ((dim,), (*path, "bias"), None)}
+
+
+def _blocks(key, path, depth, dim, hidden):
+  out = {}
+  for i in range(depth):
+    k, p = f"{key}.{i}", (*path, i)
+    out.update(_norm(f"{k}.norm1", (*p, "norm1"), dim))
+    out.update(_linear(f"{k}.attn.qkv", (*p, "attn", "qkv"), dim, 3 * dim))
+    out.update(_linear(f"{k}.attn.proj", (*p, "attn", "proj"), dim, dim))
+    out.update(_norm(f"{k}.norm2", (*p, "norm2"), dim))
+    out.update(_linear(f"{k}.mlp.fc1", (*p, "mlp", "fc1"), dim, hidden))
+    out.update(_linear(f"{k}.mlp.fc2", (*p, "mlp", "fc2"), hidden, dim))
+  return out
+
+
+def encoder_layout(spec):
+  """Layout of an official encoder state dict for `spec`."""
+  d = spec.width
+  if spec.tubelet_size:
+    conv = (d, 3, spec.tubelet_size, spec.patch_size, spec.patch_size)
+    to_flax = lambda w: w.transpose(2, 3, 4, 1, 0)  # [D, C, kt, p, p] -> [kt, p, p, C, D]
+  else:
+    conv = (d, 3, spec.patch_size, spec.patch_size)
+    to_flax = lambda w: w.transpose(2, 3, 1, 0)  # [D, C, p, p] -> [p, p, C, D]
+  out = {"patch_embed.proj.weight": (conv, ("patch_embed", "kernel"), to_flax),
+         "patch_embed.proj.bias": ((d,), ("patch_embed", "bias"), None)}
+  if FORMATS[spec.format].pos_embedding != "rope":
+    out["pos_embed"] = ((1, math.prod(spec.grid), d), None, None)
+  out.update(_blocks("blocks", ("blocks",), spec.depth, d, int(d * spec.mlp_ratio)))
+  out.update(_norm("norm", ("norm",), d))
+  return out
+
+
+def predictor_layout(spec):
+  """Layout of an official predictor state dict for `spec` (mask tokens become rows of one array)."""
+  w = spec.predictor_width
+  out = _linear("predictor_embed", ("embed",), spec.width, w)
+  if FORMATS[spec.format].single_mask_token:
+    out["mask_token"] = ((1, 1, w), ("mask_tokens", 0), None)
+  else:
+    for k in range(spec.num_mask_tokens):
+      out[f"mask_tokens.{k}"] = ((1, 1, w), ("mask_tokens", k), None)
+  if FORMATS[spec.format].pos_embedding != "rope":
+    out["predictor_pos_embed"] = ((1, math.prod(spec.grid), w), None, None)
+  out.update(_blocks("predictor_blocks", ("blocks",), spec.predictor_depth, w, int(w * PREDICTOR_MLP_RATIO)))
+  out.update(_norm("predictor_norm", ("norm",), w))
+  out.update(_linear("predictor_proj", ("proj",), w, spec.width))
+  return out
+
+
+def _ignored(spec, name):
+  """Keys that official files hold and the model does not use: V-JEPA 2's stale tables (module doc)."""
+  if FORMATS[spec.format].pos_embedding != "rope":
+    return ()
+  return ("predictor_pos_embed",) if name == PREDICTOR else ("pos_embed",)
+
+
+def _apply_layout(sd, layout, ignored):
+  """Checks `sd` against `layout` (missing, extra, mis-shaped: first one named) and returns the Flax tree."""
+  for key, (shape, _, _) in layout.items():
+    if key not in sd.arrays:
+      raise CheckpointError(f"{sd.key(key)} is missing (expected shape {list(shape)})")
+  for key in sd.arrays:
+    if key not in layout and key not in ignored:
+      raise CheckpointError(f"{sd.key(key)} is unexpected: the {len(layout)}-tensor model inferred from this "
+                            "state dict has no such tensor")
+  tree, tokens = {}, {}
+  for key, (shape, path, transform) in layout.items():
+    value = sd.arrays[key]
+    if value.shape != shape:
+      raise CheckpointError(f"{sd.key(key)} has shape {list(value.shape)}, expected {list(shape)} for the "
+                            "model inferred from the other tensors")
+    if path is None:
+      continue
+    value = transform(value) if transform else value
+    if path[0] == "mask_tokens":
+      tokens[path[1]] = value.reshape(-1)
+      continue
+    node = tree
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[path[-1]] = np.ascontiguousarray(value, np.float32)
+  if tokens:
+    tree["mask_tokens"] = np.stack([tokens[k] for k in sorted(tokens)]).astype(np.float32)
+  return tree
+
+
+def convert_state_dicts(checkpoint, fmt, *, heads=0, predictor_heads=0, image_size=0, num_frames=0):
+  """Converts official state dicts ({name: {key: array}}, as `load_torch_checkpoint` returns) to Flax trees.
+
+  Args:
+    checkpoint: mapping with 'encoder', 'predictor' and 'target_encoder' state dicts of NumPy arrays.
+    fmt: 'ijepa', 'vjepa' or 'vjepa2'.
+    heads, predictor_heads: head counts (0 = the reference's, see the module docstring).
+    image_size, num_frames: the input the model was trained at (0 = read off pos_embed; V-JEPA 2: 256, 16).
+
+  Returns:
+    A `Converted` (spec, encoder, predictor and target-encoder trees in the layout of jepa.models).
+
+  Raises:
+    CheckpointError: a state dict or tensor is missing, extra, mis-shaped, or a position table is not ours.
+    ConfigError: a flag is invalid, or heads cannot be determined.
+  """
+  if fmt not in FORMATS:
+    raise ConfigError(f"--format={fmt!r} is unknown; use one of {sorted(FORMATS)}")
+  for name in (ENCODER, PREDICTOR, TARGET):
+    if name not in checkpoint:
+      raise CheckpointError(f"the checkpoint has no {name!r} state dict (it holds {sorted(checkpoint)}); the "
+                            "official pretraining checkpoints hold encoder, predictor and target_encoder")
+  dicts = {name: StateDict(name, checkpoint[name]) for name in (ENCODER, PREDICTOR, TARGET)}
+  spec = infer_spec(fmt, dicts[ENCODER], dicts[PREDICTOR], heads=heads, predictor_heads=predictor_heads,
+                    image_size=image_size, num_frames=num_frames)
+  layouts = {ENCODER: encoder_layout(spec), TARGET: encoder_layout(spec), PREDICTOR: predictor_layout(spec)}
+  trees = {name: _apply_layout(sd, layouts[name], _ignored(spec, name)) for name, sd in dicts.items()}
+  # The fixed tables are not in our models: they must be exactly the ones our models regenerate.
+  pos_kind = FORMATS[fmt].pos_embedding
+  if pos_kind != "rope":
+    for name in (ENCODER, TARGET):
+      _check_table(dicts[name], "pos_embed", pos_kind, [spec.grid], spec.width)
+    _check_table(dicts[PREDICTOR], "predictor_pos_embed", pos_kind, [spec.grid], spec.predictor_width)
+  return Converted(spec=spec, encoder=trees[ENCODER], predictor=trees[PREDICTOR],
+                   target_encoder=trees[TARGET])
+
+
+# --- the config ---------------------------------------------------------------------------------------------
+def default_config(fmt):
+  """A config to train on / probe an imported model of format `fmt` on the embedded data (CPU-sized runs).
+
+  Optimizer and EMA follow the format's recipe (configs/ijepa_vit.py, configs/vjepa_vit.py); pass --config for
+  another recipe or data.
+  """
+  c = config_lib.base_config()
+  c.method = FORMATS[fmt].method
+  c.train.update(batch_size=16, num_steps=100, log_every=10, checkpoint_every=50)
+  c.eval.update(batch_size=32, max_train_examples=1000, max_eval_examples=500)
+  if fmt == "ijepa":
+    c.ema.update(momentum=0.996, final_momentum=1.0)
+    return c
+  c.data.update(source="moving_digits", crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.35), flip=True)
+  c.masks.update(video_blocks=(8, 2), video_spatial_scale=(0.15, 0.7), video_temporal_scale=(1.0, 1.0),
+                 target_aspect=(0.75, 1.5))
+  c.loss.update(kind="l1")
+  if fmt == "vjepa":
+    c.optim.update(lr=6.25e-4, start_lr=2e-4, final_lr=1e-6, schedule_scale=1.25, grad_clip=10.0,
+                   clip_after_warmup=True)
+    c.ema.update(momentum=0.998, final_momentum=1.0)
+    c.eval.attentive.update(variant="vjepa")
+  else:
+    c.optim.update(lr=5.25e-4, start_lr=1e-4, final_lr=5.25e-4, weight_decay=0.04, final_weight_decay=0.04)
+    c.ema.update(momentum=0.99925, final_momentum=0.99925)
+    c.eval.attentive.update(variant="vjepa2")
+  return c
+
+
+def get_config(arg=""):
+  """ml_collections entry point, `--config=jepa/convert.py:FORMAT`: `default_config(FORMAT)`.
+
+  The CLI passes it when no --config is given, so that `--config.*` overrides apply to the default too.
+  """
+  if arg not in FORMATS:
+    raise ConfigError(f"jepa/convert.py as a config needs a format after the colon, one of {sorted(FORMATS)}")
+  return default_config(arg)
+
+
+def apply_spec(config, spec):
+  """Sets the model fields of `config` (and the input size they imply) to those of `spec`; returns it."""
+  method = FORMATS[spec.format].method
+  if config.method != method:
+    raise ConfigError(f"--config has method={config.method!r}, but a {spec.format} checkpoint is trained by "
+                      f"method {method!r}; pass a configs/{method}_*.py config")
+  config.model.patch_size = spec.patch_size
+  config.model.pos_embedding = FORMATS[spec.format].pos_embedding
+  if spec.tubelet_size:
+    config.model.tubelet_size = spec.tubelet_size
+  dims = (spec.width, spec.depth, spec.heads)
+  named = [name for name, (w, d, h, _) in vit_lib.VIT_SIZES.items() if (w, d, h) == dims]
+  if named:
+    config.model.encoder.size = named[0]
+  config.model.encoder.update(width=spec.width, depth=spec.depth, heads=spec.heads, mlp_ratio=spec.mlp_ratio)
+  config.model.predictor.update(width=spec.predictor_width, depth=spec.predictor_depth,
+                                heads=spec.predictor_heads, num_mask_tokens=spec.num_mask_tokens)
+  config.data.image_size = spec.image_size
+  config.data.num_frames = spec.num_frames
+  return config
+
+
+# --- the workdir --------------------------------------------------------------------------------------------
+def _check_tree(expected, actual, what):
+  """Raises a CheckpointError naming the first path where `actual` differs from the abstract `expected`."""
+  import jax  # pylint: disable=import-outside-toplevel  (keeps `--help` fast)
+  want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(actual)[0])
+  for path, leaf in want.items():
+    if path not in got:
+      raise CheckpointError(f"{what}{jax.tree_util.keystr(path)} is not produced by the converter")
+    if tuple(got[path].shape) != tuple(leaf.shape):
+      raise CheckpointError(f"{what}{jax.tree_util.keystr(path)} has shape {tuple(got[path].shape)}, the "
+                            f"model built from the config needs {tuple(leaf.shape)}")
+  for path in got:
+    if path not in want:
+      raise CheckpointError(f"{what}{jax.tree_util.keystr(path)} is not in the model built from the config")
+
+
+def write_workdir(config, workdir, converted, *, source=""):
+  """Saves `converted` as step 0 of a run of `config` in `workdir` (Orbax state, data, meta; config.json)."""
+  # pylint: disable=import-outside-toplevel  (JAX and the training stack load only when writing)
+  import jax
+  import jax.numpy as jnp
+  from jepa import checkpoint as checkpoint_lib
+  from jepa import train
+  from jepa.data import pipeline
+
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if os.path.isdir(directory) and os.listdir(directory):
+    raise ConfigError(f"--workdir={workdir} already holds checkpoints; convert into a new --workdir")
+  trainer = train.Trainer(config, workdir, verbose=False)
+  abstract = trainer.abstract_state
+  shardings = trainer.state_shardings
+  params = {"encoder": converted.encoder, "predictor": converted.predictor}
+  _check_tree(abstract["params"], params, "params")
+  _check_tree(abstract["ema"], converted.target_encoder, "ema")
+  params = jax.device_put(params, shardings["params"])
+  ema = jax.device_put(converted.target_encoder, shardings["ema"])
+  # Other model variables (none in these ViTs) and a fresh optimizer state; jit drops the unused init work.
+  # pylint: disable-next=protected-access
+  init_model_state = lambda: trainer._init_state(config.seed)["model_state"]
+  model_state = jax.jit(init_model_state, out_shardings=shardings["model_state"])()
+  opt_state = jax.jit(trainer.tx.init, out_shardings=shardings["opt_state"])(params)
+  scalar = lambda value, name: jax.device_put(jnp.asarray(value, jnp.int32), shardings[name])
+  state = {"step": scalar(0, "step"), "params": params, "model_state": model_state, "ema": ema,
+           "opt_state": opt_state, "skipped": scalar(0, "skipped"),
+           "first_bad_step": scalar(-1, "first_bad_step")}
+  _check_tree(abstract, state, "state")
+
+  # The data position of a run that has not started, so that jepa.main resumes from here like from any run.
+  iterator = pipeline.make_train_iterator(
+      trainer.train_source, trainer.method.example_fn(train=True), batch_size=trainer.local_batch,
+      seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+      skip_corrupt=config.data.skip_corrupt)
+  meta = {"step": 0, "method": config.method, "config": config.to_json_best_effort(),
+          "converted_from": {"checkpoint": source, **dataclasses.asdict(converted.spec)}}
+  ckpt = checkpoint_lib.Checkpointer(directory, max_to_keep=config.train.keep_checkpoints)
+  try:
+    ckpt.save(0, state, iterator, meta)
+  finally:
+    ckpt.close()
+  if jax.process_index() == 0:
+    run_config.save(config, workdir)
+  return state
+
+
+def convert(fmt, checkpoint_path, workdir, *, config=None, **flags_):
+  """Reads an official checkpoint file and writes a workdir; returns the `Converted` trees.
+
+  `config` defaults to `default_config(fmt)`; `flags_` are `convert_state_dicts`' heads, predictor_heads,
+  image_size and num_frames.
+  """
+  converted = convert_state_dicts(load_torch_checkpoint(checkpoint_path), fmt, **flags_)
+  config = apply_spec(config if config is not None else default_config(fmt), converted.spec)
+  write_workdir(config, workdir, converted, source=os.path.abspath(checkpoint_path))
+  return converted
+
+
+# --- command line -------------------------------------------------------------------------------------------
+def _define_flags():
+  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags
+  flags.DEFINE_enum("format", None, sorted(FORMATS), "Checkpoint family: ijepa, vjepa or vjepa2.")
+  flags.DEFINE_string("checkpoint", None, "Official PyTorch checkpoint file (.pth.tar / .pt).")
+  flags.DEFINE_string("workdir", None, "New directory for the converted run (checkpoints/, config.json).")
+  flags.DEFINE_integer("heads", 0, "Encoder heads; 0 = the reference size table (needed for other widths).")
+  flags.DEFINE_integer("predictor_heads", 0, "Predictor heads; 0 = the encoder's (V-JEPA 2: 12).")
+  flags.DEFINE_integer("image_size", 0, "Input size; 0 = read off pos_embed (V-JEPA 2: 256).")
+  flags.DEFINE_integer("num_frames", 0, "Frames per clip (video); 0 = read off pos_embed (V-JEPA 2: 16).")
+  config_flags.DEFINE_config_file("config", None, "Config (data, optimizer, eval) for the converted run; "
+                                  "its model fields are replaced by the checkpoint's. Default: "
+                                  "`default_config` of --format; --config.* overrides apply either way.",
+                                  lock_config=True)
+  flags.mark_flags_as_required(["format", "checkpoint", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
+  try:
+    config = f.config
+    config.get("method")  # ml_collections reports a config file that failed to load only on first use.
+  except OSError as e:
+    cli.fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  try:
+    converted = convert(f.format, f.checkpoint, f.workdir, config=config, heads=f.heads,
+                        predictor_heads=f.predictor_heads, image_size=f.image_size, num_frames=f.num_frames)
+  except JepaError as e:
+    cli.fail(str(e))
+  s = converted.spec
+  grid = "x".join(map(str, s.grid))
+  print(f"converted {f.format} checkpoint {f.checkpoint}: ViT width {s.width} depth {s.depth} "
+        f"heads {s.heads} patch {s.patch_size}{f' tubelet {s.tubelet_size}' if s.tubelet_size else ''} "
+        f"at {s.image_size} px"
+        f"{f' x {s.num_frames} frames' if s.num_frames else ''} (grid {grid}); predictor width "
+        f"{s.predictor_width} depth {s.predictor_depth} heads {s.predictor_heads}, {s.num_mask_tokens} mask "
+        f"token(s)", flush=True)
+  print(f"wrote step 0 to {f.workdir}; probe it: python -m jepa.evaluate --workdir={f.workdir}; train on: "
+        f"python -m jepa.main --config={run_config.__file__}:{f.workdir} --workdir={f.workdir}", flush=True)
+
+
+def with_default_config(argv):
+  """argv with `--config=<this file>:FORMAT` added when it has --format but no --config."""
+  fmt = cli.flag_value(argv, "format")
+  if fmt not in FORMATS or cli.flag_value(argv, "config") is not None:
+    return argv
+  return [argv[0], f"--config={os.path.abspath(__file__)}:{fmt}", *argv[1:]]
+
+
+def entry():
+  _define_flags()
+  app.run(main, argv=with_default_config(sys.argv), flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,140 @@
+r"""Probe any checkpoint, trained here or converted (jepa.convert), on any configured data.
+
+  python -m jepa.evaluate --workdir=runs/ijepa
+  python -m jepa.evaluate --workdir=runs/ijepa_h14 --probe=attentive --random_baseline \
+      --config.data.source=npz --config.data.path=../shared/data/cifar10/train.npz
+
+The run's config comes from WORKDIR/config.json (written by jepa.main and jepa.convert) with any
+`--config.*` overrides on top, or from --config=FILE. The model is rebuilt from it, the latest checkpoint's
+state restored (falling back to an older one if the newest is unreadable) and `jepa.train.Trainer.evaluate`
+runs the probes on the frozen features: the method's own probes, or the one named by --probe. Data overrides
+change only what is probed (images are resized to data.image_size, the size the checkpoint was trained at);
+the model fields must stay those of the checkpoint (a mismatch is reported as an unreadable checkpoint).
+
+`--probe=attentive` on a method whose probe features are pooled (I-JEPA, IWM: average-pooled tokens) probes
+all tokens of its EMA target encoder instead, the V-JEPA protocol. Results are printed and written to
+WORKDIR/evaluation.json (or --output).
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from jepa import cli
+from jepa import run_config
+from jepa.errors import CheckpointError, ConfigError, JepaError
+
+PROBES = ("linear", "attentive")
+
+
+def restore(config, workdir, *, verbose=False):
+  """(trainer, state, meta): a `jepa.train.Trainer` for `config` and the latest checkpoint in `workdir`."""
+  # pylint: disable=import-outside-toplevel  (keeps --help fast)
+  from jepa import checkpoint as checkpoint_lib
+  from jepa import train
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"--workdir={workdir} has no checkpoints/ folder; train (jepa.main) or convert "
+                          "(jepa.convert) into it first")
+  trainer = train.Trainer(config, workdir, verbose=verbose)
+  ckpt = checkpoint_lib.Checkpointer(directory)
+  try:
+    restored = ckpt.restore_latest(trainer.abstract_state, None)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise CheckpointError(f"--workdir={workdir} holds no checkpoint; train (jepa.main) or convert "
+                          "(jepa.convert) into it first")
+  state, meta = restored
+  return trainer, state, meta
+
+
+def _tokens_of_target(model, target, images):
+  """All tokens [B, N, D] of the frozen EMA target encoder (the attentive-probe protocol)."""
+  del model
+  return target(images)
+
+
+def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False):
+  """Probes the latest checkpoint in `workdir`; returns {'step': int, 'probes': {probe: {name: accuracy}}}.
+
+  Args:
+    config: the run's config (e.g. `run_config.load(workdir)`), data fields free to change.
+    workdir: the run's directory (checkpoints/ inside).
+    probe: '' (the method's probes), 'linear' or 'attentive'.
+    random_baseline: also probe a randomly initialised model, side by side.
+    verbose: print the Trainer's messages.
+  """
+  if probe and probe not in PROBES:
+    raise ConfigError(f"--probe={probe!r} is unknown; use one of {list(PROBES)}")
+  trainer, state, _ = restore(config, workdir, verbose=verbose)
+  method = trainer.method
+  if probe:
+    if probe == "attentive" and "attentive" not in method.probes and method.ema_target:
+      # The method pools its probe features; the attentive probe needs the tokens. Set before the feature
+      # function is first traced (Trainer._features reads method.features then).
+      method.features = _tokens_of_target
+    method.probes = (probe,)
+  results = trainer.evaluate(state, random_baseline=random_baseline)
+  return {"step": int(state["step"]), "probes": results}
+
+
+# --- command line -------------------------------------------------------------------------------------------
+def _define_flags():
+  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags
+  flags.DEFINE_string("workdir", None, "The run's directory: checkpoints/ and config.json.")
+  config_flags.DEFINE_config_file("config", None, "Config file (default: the run's config.json, through "
+                                  "jepa/run_config.py); --config.* overrides apply to it.", lock_config=True)
+  flags.DEFINE_enum("probe", "", ["", *PROBES], "Probe to run; '' = the method's own.")
+  flags.DEFINE_bool("random_baseline", False, "Also probe a randomly initialised model of the same config.")
+  flags.DEFINE_string("output", "", "JSON file for the results; '' = WORKDIR/evaluation.json.")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def with_default_config(argv):
+  """argv with `--config=<jepa/run_config.py>:WORKDIR` added when it names a workdir but no --config."""
+  workdir = cli.flag_value(argv, "workdir")
+  if workdir is None or cli.flag_value(argv, "config") is not None:
+    return argv
+  if not os.path.exists(os.path.join(workdir, run_config.CONFIG_FILE)):
+    return argv  # main() reports the missing file on one line.
+  return [argv[0], f"--config={run_config.__file__}:{workdir}", *argv[1:]]
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
+  try:
+    config = f.config
+    if config is not None:
+      config.get("method")  # ml_collections reports a config file that failed to load only on first use.
+  except OSError as e:
+    cli.fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  try:
+    if config is None:
+      config = run_config.load(f.workdir)
+    out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline, verbose=True)
+  except JepaError as e:
+    cli.fail(str(e))
+  for kind, accs in out["probes"].items():
+    line = " | ".join(f"{name} {acc:.4f}" for name, acc in accs.items())
+    print(f"{kind} probe accuracy (held-out split) at step {out['step']}: {line}", flush=True)
+  path = f.output or os.path.join(f.workdir, "evaluation.json")
+  with open(path, "w", encoding="utf-8") as fh:
+    json.dump(out, fh, indent=2)
+  print(f"wrote {path}", flush=True)
+
+
+def entry():
+  _define_flags()
+  app.run(main, argv=with_default_config(sys.argv), flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+  entry()
