@@ -109,7 +109,11 @@ _CHOICES = {
     "loss.kind": ("smooth_l1", "l1", "l2"),
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",
-             "eval.batch_size")
+             "eval.batch_size", "train.keep_checkpoints")
+# 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
+_NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.prefetch", "optim.lr",
+                 "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
+                 "optim.final_weight_decay", "optim.grad_clip")
 
 
 def _flatten(cfg, prefix=""):
@@ -166,3 +170,11 @@ def validate(config, *, num_devices, process_count=1):
   lo, hi = config.data.crop_scale
   if not 0.0 < lo <= hi <= 1.0:
     raise ConfigError(f"data.crop_scale={tuple(config.data.crop_scale)} must satisfy 0 < min <= max <= 1")
+  for name in _NON_NEGATIVE:
+    if values[name] < 0:
+      raise ConfigError(f"{name}={values[name]} must be >= 0")
+  for name in ("data.mean", "data.std"):  # Images are converted to RGB before normalisation.
+    if len(values[name]) != 3:
+      raise ConfigError(f"{name}={tuple(values[name])} must have 3 entries, one per RGB channel")
+  if min(config.data.std) <= 0:
+    raise ConfigError(f"data.std={tuple(config.data.std)} must be positive")

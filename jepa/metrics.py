@@ -11,20 +11,46 @@ def _scalar(v):
   return float(v) if v.size == 1 else v.tolist()
 
 
-class MetricWriter:
-  """Writes `metrics.jsonl` and TensorBoard events in the workdir (process 0 only)."""
+def _truncate_jsonl(path, start_step):
+  """Keeps the rows of `path` with step <= start_step (and drops a half-written last line)."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:  # A process killed mid-write leaves a partial line.
+        continue
+      if isinstance(row, dict) and int(row.get("step", 0)) <= start_step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)  # Atomic: a kill here leaves either the old or the new file.
 
-  def __init__(self, workdir, *, enabled=True, tensorboard=True):
+
+class MetricWriter:
+  """Writes `metrics.jsonl` and TensorBoard events in the workdir (process 0 only).
+
+  Rows are keyed by step. `start_step` is the step the run starts (or resumes) from: rows logged after it by
+  an earlier, interrupted run are removed from metrics.jsonl and hidden in TensorBoard (purge_step), since the
+  run logs those steps again; a resumed run's files then read like an uninterrupted run's.
+  """
+
+  def __init__(self, workdir, *, enabled=True, tensorboard=True, start_step=0):
     self.enabled = enabled
     self._jsonl = None
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _truncate_jsonl(path, start_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
   def write(self, step, metrics, *, prefix=""):
     if not self.enabled:

@@ -35,13 +35,24 @@ from jepa import optim
 from jepa import parallel
 from jepa.data import pipeline
 from jepa.data import sources
-from jepa.errors import JepaError
+from jepa.errors import ConfigError, JepaError
 from jepa.evaluation import linear_probe
 from jepa.methods import get_method
 
 
 class TrainingStopped(JepaError):
   """The run stopped on purpose (non-finite loss with nan_policy='stop')."""
+
+
+def _preemption_service_active():
+  """Whether JAX's multi-host preemption sync service runs (it then owns SIGTERM; see Checkpointer)."""
+  try:
+    from jax._src import distributed  # pylint: disable=import-outside-toplevel  (no public accessor)
+  except ImportError:
+    return False
+  state = distributed.global_state
+  return (getattr(state, "client", None) is not None
+          and getattr(state, "preemption_sync_manager", None) is not None)
 
 
 class Trainer:
@@ -191,14 +202,18 @@ class Trainer:
     """Trains to `train.num_steps` (or stops early at `stop_at`, checkpointing, as a preemption would)."""
     cfg = self.config
     tcfg = cfg.train
-    os.makedirs(self.workdir, exist_ok=True)
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
+    except OSError as e:
+      raise ConfigError(f"--workdir={self.workdir} cannot be created ({e.strerror or e}); pass a writable "
+                        "folder") from None
     iterator = pipeline.make_train_iterator(
         self.train_source, self.method.example_fn(train=True), batch_size=self.local_batch, seed=cfg.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), num_threads=cfg.data.num_threads,
         prefetch=cfg.data.prefetch, skip_corrupt=cfg.data.skip_corrupt)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
                                        max_to_keep=tcfg.keep_checkpoints)
-    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main)
+    self._corrupt = iterator.corrupt  # skip_corrupt's counters (None without it), logged with the metrics.
     restored = ckpt.restore_latest(self.abstract_state, iterator)
     if restored is None:
       state = self._init(cfg.seed)
@@ -209,10 +224,15 @@ class Trainer:
       state, _ = restored
       self._log(f"resumed from step {int(state['step'])} in {self.workdir}")
     step = int(state["step"])
+    # Rows after `step` in metrics.jsonl come from a run that died before its next checkpoint; the writer
+    # drops them because this run logs those steps again (one row per logged step, as uninterrupted).
+    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, start_step=step)
 
     stop_signal = []
-    previous = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    # Multi-host runs with JAX's preemption service: it owns SIGTERM and agrees a common step across hosts
+    # (ckpt.reached_preemption below); a Python handler would shadow it.
+    signals = (signal.SIGINT,) if _preemption_service_active() else (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum)) for s in signals}
     progress = metrics_lib.Progress(self.num_steps, tcfg.batch_size, enabled=self.verbose)
     pending = []
     compile_time = None
@@ -233,19 +253,24 @@ class Trainer:
           self._log_metrics(step, pending, state, progress, writer)
           pending = []
         if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < self.num_steps:
-          ckpt.save(step, state, iterator, self._meta(step))
+          self._save(ckpt, step, state, iterator)
         if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
           probe = self.evaluate(state, random_baseline=False)
           writer.write(step, probe, prefix="probe/")
           self._log(f"step {step} linear probe: {probe}")
-        if stop_signal or step == stop_at:
-          ckpt.save(step, state, iterator, self._meta(step))
+        # Called every step on every host, as JAX's preemption sync protocol requires.
+        preempted = ckpt.reached_preemption(step)
+        if stop_signal or preempted or step == stop_at:
+          self._save(ckpt, step, state, iterator)
           ckpt.wait()
+          writer.close()
           self.state = state
-          reason = f"received signal {stop_signal[0]}" if stop_signal else f"stop_at={stop_at}"
-          self._log(f"{reason}: saved a checkpoint at step {step} and stopped; run the same command to resume")
+          reason = (f"received {signal.Signals(stop_signal[0]).name}" if stop_signal else
+                    "preemption notice" if preempted else f"stop_at={stop_at}")
+          self._log(f"{reason}: saved a checkpoint at step {step} and stopped; run the same command to "
+                    "resume")
           return {"step": step, "preempted": True}
-      ckpt.save(step, state, iterator, self._meta(step))
+      self._save(ckpt, step, state, iterator)
       ckpt.wait()
     finally:
       for s, handler in previous.items():
@@ -269,15 +294,29 @@ class Trainer:
   def _meta(self, step):
     return {"step": int(step), "method": self.config.method, "config": self.config.to_json_best_effort()}
 
-  def _log_metrics(self, step, pending, state, progress, writer):
-    host = jax.device_get(pending)
-    averaged = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-    skipped = int(state["skipped"])
-    if skipped and self.config.train.nan_policy == "stop":
+  def _stop_if_bad(self, state):
+    """With nan_policy='stop', ends the run (one line naming the first bad step) once a step was skipped."""
+    if self.config.train.nan_policy == "stop" and int(state["skipped"]):
       bad = int(state["first_bad_step"])
       raise TrainingStopped(f"non-finite loss or gradient at step {bad}; the state was not updated and no "
                             "checkpoint holds it. Lower optim.lr, or set --config.train.nan_policy=skip")
-    averaged["skipped_steps"] = skipped
+
+  def _save(self, ckpt, step, state, iterator):
+    # Checked before every save too, so that with 'stop' no checkpoint is written after a bad step.
+    self._stop_if_bad(state)
+    ckpt.save(step, state, iterator, self._meta(step))
+
+  def _log_metrics(self, step, pending, state, progress, writer):
+    host = jax.device_get(pending)
+    averaged = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+    self._stop_if_bad(state)
+    averaged["skipped_steps"] = int(state["skipped"])
+    if getattr(self, "_corrupt", None) is not None:
+      # Corrupt examples replaced by data.skip_corrupt since this process started, summed over processes.
+      count = np.asarray(self._corrupt.num_skipped, np.int64)
+      if jax.process_count() > 1:
+        count = multihost_utils.process_allgather(count).sum()
+      averaged["corrupt_skipped"] = int(count)
     averaged.update(progress.report(step, averaged))
     writer.write(step, averaged)
 
