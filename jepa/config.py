@@ -18,7 +18,7 @@ def base_config():
   c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
 
   c.data = ml_collections.ConfigDict(dict(
-      source="digits",            # digits | tfds | folder | npz | idx
+      source="digits",            # digits|tfds|folder|npz|idx; video: moving_digits|video_csv|tfds_video
       name="",                    # tfds dataset name
       data_dir="",                # tfds data_dir
       path="",                    # folder / npz / idx images path
@@ -35,12 +35,18 @@ def base_config():
       num_threads=2,
       prefetch=2,
       skip_corrupt=False,
+      # Video (V-JEPA): clips of num_frames frames taken every frame_step frames; 0 frames = images.
+      num_frames=0,
+      frame_step=4,
+      label="",                   # moving_digits: 'motion' (default) | 'digit'
+      video_key="video",          # tfds_video: feature holding the frames
   ))
 
   c.model = ml_collections.ConfigDict(dict(
       patch_size=4,
       pos_embedding="sincos_ijepa",
       remat=False,
+      tubelet_size=2,             # frames per video patch (V-JEPA: 2 x p x p tubelets)
       encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0)),
       # heads 0 = the encoder's heads; num_mask_tokens 0 = the method's count (V-JEPA: one per mask group),
       # more keeps extra learned tokens (released V-JEPA 2 predictors hold 10; see jepa/convert.py).
@@ -54,6 +60,16 @@ def base_config():
       context_scale=(0.85, 1.0),
       min_context=10,
       allow_overlap=False,
+      # Fixed token counts of 2D multi-block masks; 0 = the rule in jepa/masks.py (context: its expected size,
+      # target: the smallest block). Set both to match another implementation's compute (e.g. the I-JEPA
+      # reference keeps ~49 context / ~34 target tokens per block on 14x14).
+      context_keep=0,
+      target_keep=0,
+      # 3D multi-block (V-JEPA): one mask group per entry; a scale entry is a number or a (low, high) range;
+      # the block aspect range is target_aspect.
+      video_blocks=(8, 2),
+      video_spatial_scale=(0.15, 0.7),
+      video_temporal_scale=(1.0, 1.0),
   ))
 
   c.loss = ml_collections.ConfigDict(dict(kind="smooth_l1", beta=1.0))
@@ -74,6 +90,9 @@ def base_config():
       checkpoint_every=500,
       keep_checkpoints=3,
       nan_policy="skip",          # skip | stop
+      # Micro-batches per step: the step scans over grad_accum_steps slices of the global batch and averages
+      # their gradients, then updates params, EMA and schedules once (the step counts effective batches).
+      grad_accum_steps=1,
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
@@ -83,13 +102,45 @@ def base_config():
       batch_size=256,
       max_train_examples=20000,
       max_eval_examples=10000,
+      # Attentive probe (methods with probes=('attentive',)): AttentiveClassifier on frozen tokens.
+      attentive=ml_collections.ConfigDict(dict(
+          variant="vjepa",        # vjepa (cross-attention only) | vjepa2 (3 self-attention blocks first)
+          depth=0,                # 0 = the variant's reference depth (1 / 4)
+          heads=0,                # 0 = width // 64 (head_dim 64, as ViT-S/B/L)
+          epochs=20, batch_size=64, lr=1e-3, weight_decay=0.01)),
   ))
 
   # --- method sections: each method adds its own section here (keys it alone reads) ---------------------------
+  # LeJEPA (jepa/methods/lejepa.py): multi-crop views, backbone + BN-MLP projector, (1-lam)*inv + lam*SIGReg.
+  c.lejepa = ml_collections.ConfigDict(dict(
+      backbone="vit",             # vit (model.encoder, model.patch_size; tokens mean-pooled) | resnet18|34|50
+      resnet_width=64,            # ResNet stem / first-stage width (64 = the standard models)
+      cifar_stem=True,            # ResNet: 3x3 stride-1 stem, no max-pool (small images)
+      num_global=2, num_local=6,  # views per image; global ones at data.image_size, local at local_size
+      global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), local_size=16,
+      flip=0.5, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur=0.5,
+      blur_sigma=(0.1, 2.0), solarize=0.2,
+      lam=0.05, form="convex",    # convex: (1-lam)*inv + lam*SIGReg (paper) | additive: inv + lam*SIGReg
+      num_slices=1024, quadrature="library", num_knots=17, chunk_size=0,  # SIGReg; chunk 0 = unchunked
+      proj_hidden=2048, proj_dim=64, proj_layers=3,
+  ))
+
+  # IWM (jepa/methods/iwm.py, views in jepa/data/iwm_views.py); masks.* give the source view's blocks.
+  c.iwm = ml_collections.ConfigDict(dict(
+      conditioning="feature",     # feature (paper default) | sequence (action tokens) | none (ablation)
+      jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,  # both views, independent draws
+      blur_p=0.2, grayscale_p=0.2, solarize_p=0.2,                          # source view only
+      mrr_bank_size=16,           # augmented versions per image in the MRR bank (256 in the paper)
+      mrr_images=64,              # eval images scored by MRR (0 = no MRR)
+      mrr_batch_size=8,           # images per MRR step (x bank size target-encoder passes)
+  ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
+  # Multi-host: explicit coordinator (coordinator_address, num_processes, process_id); or initialize=True, which
+  # lets JAX find the hosts itself (Cloud TPU VM metadata, Slurm, Open MPI; tpu/launch.sh sets it); or auto,
+  # which initialises when the environment names a multi-process job (Slurm, GKE TPU, Megascale variables).
   c.distributed = ml_collections.ConfigDict(dict(auto=True, coordinator_address="", num_processes=1,
-                                                 process_id=0))
+                                                 process_id=0, initialize=False))
   return c
 
 
@@ -104,7 +155,7 @@ def apply_preset(config, arg, presets):
 # --- validation ------------------------------------------------------------------------------------------------
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
-    "data.source": ("digits", "tfds", "folder", "npz", "idx"),
+    "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video"),
     "train.nan_policy": ("skip", "stop"),
     "loss.kind": ("smooth_l1", "l1", "l2"),
 }
@@ -160,6 +211,12 @@ def validate(config, *, num_devices, process_count=1):
   if batch % num_devices:
     raise ConfigError(f"train.batch_size={batch} is not divisible by the {num_devices} devices; use a multiple "
                       f"of {num_devices} (e.g. --config.train.batch_size={max(1, batch // num_devices) * num_devices})")
+  accum = config.train.grad_accum_steps
+  if accum < 1:
+    raise ConfigError(f"train.grad_accum_steps={accum} must be >= 1 (1 = no accumulation)")
+  if batch % (accum * num_devices):
+    raise ConfigError(f"train.batch_size={batch} does not split into train.grad_accum_steps={accum} "
+                      f"micro-batches over {num_devices} devices; use a multiple of {accum * num_devices}")
   if batch % process_count:
     raise ConfigError(f"train.batch_size={batch} is not divisible by the {process_count} processes")
   if config.eval.batch_size % num_devices:

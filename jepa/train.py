@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jepa import checkpoint as checkpoint_lib
 from jepa import config as config_lib
@@ -36,6 +37,7 @@ from jepa import parallel
 from jepa.data import pipeline
 from jepa.data import sources
 from jepa.errors import ConfigError, JepaError
+from jepa.evaluation import attentive_probe
 from jepa.evaluation import linear_probe
 from jepa.methods import get_method
 
@@ -53,6 +55,35 @@ def _preemption_service_active():
   state = distributed.global_state
   return (getattr(state, "client", None) is not None
           and getattr(state, "preemption_sync_manager", None) is not None)
+
+
+def _pool(x):
+  return x.mean(axis=1) if x.ndim == 3 else x
+
+
+def _linear(config, xt, yt, xe, ye, num_classes):
+  """Logistic regression on features; tokens [N, T, D] are average-pooled first."""
+  del config
+  return linear_probe.linear_probe(_pool(xt), yt, _pool(xe), ye, num_classes)["accuracy"]
+
+
+def _attentive(config, xt, yt, xe, ye, num_classes):
+  """Attentive classifier on tokens [N, T, D] (config.eval.attentive)."""
+  if xt.ndim != 3:
+    raise ConfigError(f"the attentive probe needs tokens [B, N, D] from method.features, got {xt.shape[1:]}; "
+                      "return tokens or list only the 'linear' probe in the method's `probes`")
+  a = config.eval.attentive
+  return attentive_probe.attentive_probe(xt, yt, xe, ye, num_classes, variant=a.variant, depth=a.depth,
+                                         heads=a.heads, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                         weight_decay=a.weight_decay, seed=config.seed)["accuracy"]
+
+
+# Probes a method can list in `Method.probes`: fn(config, train x, train y, eval x, eval y, num_classes) -> acc.
+PROBES = {"linear": _linear, "attentive": _attentive}
+
+
+def _flat(probes):
+  return {f"{kind}/{name}": acc for kind, accs in probes.items() for name, acc in accs.items()}
 
 
 class Trainer:
@@ -109,8 +140,10 @@ class Trainer:
     shardings = jax.tree.map(lambda _: parallel.replicated(self.mesh), abstract_state)
     shardings["params"] = params_sh
     shardings["model_state"] = parallel.tree_shardings(self.mesh, abstract_state["model_state"], min_size)
-    # The EMA target and the optimizer moments follow the parameters' shardings (same shapes, same rule).
-    shardings["ema"] = parallel.tree_shardings(self.mesh, abstract_state["ema"], min_size)
+    # The EMA target shares the student's shardings (taken from them, not re-derived, so it cannot drift if the
+    # rule changes); the optimizer moments have the parameters' shapes, so the same rule shards them alike.
+    ema_name = self.method.ema_target
+    shardings["ema"] = params_sh[ema_name] if ema_name else {}
     shardings["opt_state"] = parallel.tree_shardings(self.mesh, abstract_state["opt_state"], min_size)
     return shardings
 
@@ -120,19 +153,69 @@ class Trainer:
     rest = state["model_state"].get(self.method.ema_target, {})
     return nnx.merge(self.target_graphdef, state["ema"], rest)
 
-  # --- the step -----------------------------------------------------------------------------------------------
-  def _train_step(self, state, batch):
-    step = state["step"]
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), step)
+  def eval_models(self, state):
+    """(model, EMA target or None) rebuilt from `state` in eval mode, for evaluators to call inside jit."""
+    model = nnx.merge(self.graphdef, state["params"], state["model_state"])
+    model.eval()
     target = self._target(state)
+    if target is not None:
+      target.eval()
+    return model, target
+
+  # --- the step -----------------------------------------------------------------------------------------------
+  def _grads(self, state, model_state, batch, rng):
+    """(loss, metrics, updated model_state, gradients w.r.t. state['params']) of one (micro-)batch."""
 
     def loss_fn(params):
-      model = nnx.merge(self.graphdef, params, state["model_state"])
+      # The EMA target is rebuilt here, in the trace that calls it: an NNX module built outside value_and_grad
+      # cannot be called through nnx.remat inside it (model.remat=True would raise TraceContextError).
+      target = self._target(state)
+      model = nnx.merge(self.graphdef, params, model_state)
       loss, metrics = self.method.loss(model, target, batch, rng)
       new_model_state = nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
       return loss, (metrics, new_model_state)
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    return loss, metrics, model_state, grads
+
+  def _accumulated_grads(self, state, batch, rng):
+    """`_grads` of the whole batch, as the mean over `train.grad_accum_steps` micro-batches.
+
+    Accumulation lives inside the step (a scan over micro-batches) rather than in the optimizer (optax.MultiSteps),
+    so that one call is one effective step: the step counter, the lr / weight-decay / EMA schedules and the EMA
+    update advance once per global batch, and checkpoints and logs count effective steps. Only one
+    micro-batch's activations are live at a time. Gradients are averaged in float32, so for a loss that is a
+    mean over examples (I-JEPA, V-JEPA, IWM) k micro-batches of B/k equal one batch of B up to rounding;
+    batch statistics (BatchNorm running stats, carried from one micro-batch to the next, and LeJEPA's SIGReg)
+    are those of a micro-batch. Micro-batch i draws its randomness from fold_in(rng, i); metrics are averaged.
+    """
+    k = self.config.train.grad_accum_steps
+    if k == 1:
+      return self._grads(state, state["model_state"], batch, rng)
+
+    def split(x):
+      # Micro-batch i is rows i, i + k, i + 2k, ...: every device's contiguous slice of the global batch holds
+      # B / (k * devices) rows of each micro-batch, so each micro-batch stays spread over all devices and the
+      # split moves no data (a contiguous split would put micro-batch i on 1/k of the devices).
+      x = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+      return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(None, parallel.BATCH_AXES)))
+
+    def body(carry, xs):
+      grads_sum, model_state = carry
+      micro, i = xs
+      loss, metrics, model_state, grads = self._grads(state, model_state, micro, jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, grads_sum, grads), model_state), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, state["params"])
+    (grads, model_state), (losses, metrics) = jax.lax.scan(
+        body, (zeros, state["model_state"]), (jax.tree.map(split, batch), jnp.arange(k)))
+    grads = jax.tree.map(lambda g: g / k, grads)
+    return losses.mean(), jax.tree.map(lambda m: m.mean(0), metrics), model_state, grads
+
+  def _train_step(self, state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), step)
+    loss, metrics, model_state, grads = self._accumulated_grads(state, batch, rng)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -166,23 +249,34 @@ class Trainer:
 
   def extract(self, state, source, max_examples):
     """Frozen features and labels of up to `max_examples` of `source`, in order."""
-    if max_examples and len(source) > max_examples:
-      source = sources.Subset(source, np.arange(max_examples))
-    feats, labels = [], []
+    source = sources.fixed_subset(source, max_examples)
+    feats, labels, order = [], [], []
     local_eval_batch = self.config.eval.batch_size // jax.process_count()
-    for batch in pipeline.eval_batches(source, self.method.example_fn(train=False), batch_size=local_eval_batch,
-                                       process_index=jax.process_index(),
-                                       process_count=jax.process_count()):
+    rank, count = jax.process_index(), jax.process_count()
+    for j, batch in enumerate(pipeline.eval_batches(source, self.method.example_fn(train=False),
+                                                    batch_size=local_eval_batch, process_index=rank,
+                                                    process_count=count)):
       images = parallel.global_batch({"image": batch["image"]}, self.batch_sharding)["image"]
       out = np.asarray(self._features(state, images))
-      mask = multihost_utils.process_allgather(batch["mask"], tiled=True)
-      lab = multihost_utils.process_allgather(batch["label"], tiled=True)
-      feats.append(out[mask])
-      labels.append(lab[mask])
-    return np.concatenate(feats), np.concatenate(labels)
+      # Labels, padding mask and source index travel the same way as the images (a global array, then to every
+      # host), so they line up with the feature rows whatever the mesh's device order; eval_batches gives process
+      # p the examples p, p + count, ..., and sorting by index returns features in source order, so the probes
+      # see the same data in the same order for any number of processes.
+      index = (rank + count * (j * local_eval_batch + np.arange(local_eval_batch))).astype(np.int32)
+      rows = parallel.host_rows({"mask": batch["mask"], "label": batch["label"], "index": index},
+                                self.batch_sharding)
+      feats.append(out[rows["mask"]])
+      labels.append(rows["label"][rows["mask"]])
+      order.append(rows["index"][rows["mask"]])
+    order = np.argsort(np.concatenate(order), kind="stable")
+    return np.concatenate(feats)[order], np.concatenate(labels)[order]
 
   def evaluate(self, state, *, random_baseline=None):
-    """Linear probe on the frozen features of the trained state (and of a random init, side by side)."""
+    """Probes the frozen features of the trained state (and of a random init, side by side).
+
+    Runs every probe in `method.probes` (see `PROBES`) on the same extracted features and returns
+    {probe: {'trained': held-out accuracy, 'random_init': ...}}.
+    """
     cfg = self.config.eval
     random_baseline = cfg.random_baseline if random_baseline is None else random_baseline
     eval_source = sources.get_source(self.config.data, "eval")
@@ -194,7 +288,11 @@ class Trainer:
     for name, st in candidates.items():
       xt, yt = self.extract(st, self.train_source, cfg.max_train_examples)
       xe, ye = self.extract(st, eval_source, cfg.max_eval_examples)
-      results[name] = linear_probe.linear_probe(xt, yt, xe, ye, num_classes)["accuracy"]
+      for kind in self.method.probes:
+        results.setdefault(kind, {})[name] = PROBES[kind](self.config, xt, yt, xe, ye, num_classes)
+      # The method's own evaluators (IWM: MRR), beside the probes and in the same layout.
+      for key, value in self.method.extra_evaluations(self, st).items():
+        results.setdefault(key, {})[name] = value
     return results
 
   # --- the loop -----------------------------------------------------------------------------------------------
@@ -255,9 +353,9 @@ class Trainer:
         if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < self.num_steps:
           self._save(ckpt, step, state, iterator)
         if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
-          probe = self.evaluate(state, random_baseline=False)
+          probe = _flat(self.evaluate(state, random_baseline=False))
           writer.write(step, probe, prefix="probe/")
-          self._log(f"step {step} linear probe: {probe}")
+          self._log(f"step {step} probes: {probe}")
         # Called every step on every host, as JAX's preemption sync protocol requires.
         preempted = ckpt.reached_preemption(step)
         if stop_signal or preempted or step == stop_at:
@@ -280,11 +378,12 @@ class Trainer:
     self.state = state
     results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"])}
     if cfg.eval.probe:
-      probe = self.evaluate(state)
-      writer.write(step, probe, prefix="probe/")
-      results["linear_probe"] = probe
-      line = " | ".join(f"{k} {v:.4f}" for k, v in probe.items())
-      self._log(f"linear probe accuracy (held-out split): {line}")
+      probes = self.evaluate(state)
+      writer.write(step, _flat(probes), prefix="probe/")
+      for kind, accs in probes.items():
+        results[f"{kind}_probe" if kind in PROBES else kind] = accs
+        line = " | ".join(f"{k} {v:.4f}" for k, v in accs.items())
+        self._log(f"{kind} probe accuracy (held-out split): {line}" if kind in PROBES else f"{kind}: {line}")
     writer.close()
     if self.is_main:
       with open(os.path.join(self.workdir, "results.json"), "w", encoding="utf-8") as f:

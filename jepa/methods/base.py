@@ -7,8 +7,12 @@ A method says what differs between JEPAs and nothing else:
   - `example_fn(train)`: the per-example data transform (decode → augment → views/masks), run in the grain
     pipeline with a per-example NumPy generator;
   - `loss(model, target, batch, rng)`: (scalar loss, dict of scalar metrics), built from `jepa.losses`;
-  - `features(model, target, images)`: pooled features for the probes (frozen, no gradient);
-  - `validate()`: method-specific config checks that raise one-line ConfigErrors.
+  - `features(model, target, images)`: frozen features for the probes (no gradient): pooled [B, F], or tokens
+    [B, N, D] (the linear probe average-pools them; the attentive probe needs them);
+  - `probes`: which probes evaluate the method, from 'linear' and 'attentive' (jepa/train.py `PROBES`);
+  - `validate()`: method-specific config checks that raise one-line ConfigErrors;
+  - `extra_evaluations(trainer, state)`: the method's own evaluators (IWM: MRR), {name: value}, logged by
+    Trainer.evaluate beside the probes; none by default.
 """
 import abc
 
@@ -23,6 +27,7 @@ class Method(abc.ABC):
   """Base class: holds the config and the pieces every image method shares."""
 
   ema_target = None  # Name of the submodule followed by the EMA target, or None.
+  probes = ("linear",)  # Probes run by Trainer.evaluate on `features`.
 
   def __init__(self, config):
     self.config = config
@@ -42,10 +47,15 @@ class Method(abc.ABC):
 
   @abc.abstractmethod
   def features(self, model, target, images):
-    """Returns [B, F] frozen features for the probes."""
+    """Returns frozen features for the probes: [B, F], or tokens [B, N, D]."""
 
   def validate(self):
     """Method-specific checks; the base has none."""
+
+  def extra_evaluations(self, trainer, state):
+    """{name: float} from the method's own evaluators on `state` (a jepa.train.Trainer state); none here."""
+    del trainer, state
+    return {}
 
   # --- shared helpers ---------------------------------------------------------------------------------------
   def schedules(self, num_steps):

@@ -41,7 +41,8 @@ def build_encoder(config, rngs):
                      dtype=compute_dtype(config.dtype), rngs=rngs)
 
 
-def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, zero_init_mask_tokens=False):
+def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, cond_mode="feature",
+                    zero_init_mask_tokens=False):
   pred = config.model.predictor
   _, _, enc_heads, _ = encoder_dims(config.model.encoder)
   heads = pred.heads or enc_heads
@@ -57,5 +58,6 @@ def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, zer
   return predictor_lib.Predictor(grid=encoder.grid, embed_dim=encoder.width, width=pred.width,
                                  depth=pred.depth, heads=heads, num_mask_tokens=num_mask_tokens,
                                  pos_embedding=config.model.pos_embedding, cond_dim=cond_dim,
+                                 cond_mode=cond_mode,
                                  zero_init_mask_tokens=zero_init_mask_tokens, remat=config.model.remat,
                                  dtype=compute_dtype(config.dtype), rngs=rngs)

@@ -1,0 +1,157 @@
+"""IWM, Image World Models (Garrido et al., 2024): predict the target view's latents from a masked, degraded
+source view and the action that relates them.
+
+  x, y, a, U = IWMViews(image)                        source, target, action, masked positions (iwm_views.py)
+  h    = layer_norm(target_encoder(y))[U]             EMA target on the whole target view   (no gradient)
+  z    = encoder(x[outside U])                        context encoder on the visible source tokens
+  p    = predictor(z, U, cond=a)                      [B, 1, Ku, D]: mask tokens at U, conditioned on a
+  loss = mean_{valid u in U, k} (p_{u,k} - h_{u,k})^2  (losses.prediction_loss, kind 'l2')
+
+`iwm.conditioning` picks how a enters the predictor: 'feature' (concatenated to every position-embedded mask
+token, a 3-layer MLP back to the width), 'sequence' (one extra token per action component) or 'none' (the
+ablation: the predictor never sees a, so it can only learn an invariant mapping). The predictor's capacity
+decides the regime (on ImageNet, per the paper): 12 x 384 stays invariant (IWM-Inv), 18 x 384 becomes
+equivariant (IWM-Equi), which the mean reciprocal rank (jepa/evaluation/mrr.py) measures. The target encoder follows the encoder by EMA.
+"""
+import jax
+import jax.numpy as jnp
+
+from jepa import losses
+from jepa.data import iwm_views
+from jepa.evaluation import mrr as mrr_lib
+from jepa.methods import base
+from jepa.methods import ijepa
+from jepa.models import factory
+
+CONDITIONINGS = ("feature", "sequence", "none")
+
+
+class IWM(base.Method):
+  ema_target = "encoder"
+
+  def __init__(self, config):
+    super().__init__(config)
+    self._mrr = None  # Built on first use: it needs the trainer's model graph and mesh.
+
+  # --- pieces built from the config -------------------------------------------------------------------------
+  def grid(self):
+    side = self.config.data.image_size // self.config.model.patch_size
+    return (side, side)
+
+  def mask(self):
+    return iwm_views.UnionMask(iwm_views.union_mask_sampler(self.grid(), self.config.masks))
+
+  def jitter(self):
+    c = self.config.iwm
+    return iwm_views.Jitter(p=c.jitter_p, brightness=c.brightness, contrast=c.contrast,
+                            saturation=c.saturation, hue=c.hue)
+
+  @property
+  def conditioned(self):
+    return self.config.iwm.conditioning != "none"
+
+  def validate(self):
+    data, model, c = self.config.data, self.config.model, self.config.iwm
+    if data.image_size % model.patch_size:
+      raise base.ConfigError(f"data.image_size={data.image_size} is not divisible by "
+                             f"model.patch_size={model.patch_size}; change one of them")
+    if c.conditioning not in CONDITIONINGS:
+      raise base.ConfigError(f"iwm.conditioning={c.conditioning!r} is not one of {list(CONDITIONINGS)}")
+    for key in ("jitter_p", "blur_p", "grayscale_p", "solarize_p"):
+      if not 0.0 <= c[key] <= 1.0:
+        raise base.ConfigError(f"iwm.{key}={c[key]} is a probability; set it in [0, 1]")
+    for key in ("brightness", "contrast", "saturation"):
+      if c[key] < 0:
+        raise base.ConfigError(f"iwm.{key}={c[key]} must be >= 0")
+    if not 0.0 <= c.hue <= 0.5:
+      raise base.ConfigError(f"iwm.hue={c.hue} must be in [0, 0.5] (turns of the colour wheel)")
+    if c.mrr_images < 0 or c.mrr_bank_size < 2:
+      raise base.ConfigError(f"iwm.mrr_images={c.mrr_images} must be >= 0 and iwm.mrr_bank_size="
+                             f"{c.mrr_bank_size} >= 2 (a rank needs at least two candidates)")
+    if c.mrr_images and (c.mrr_batch_size < 1 or c.mrr_batch_size % jax.device_count()):
+      raise base.ConfigError(f"iwm.mrr_batch_size={c.mrr_batch_size} must be a positive multiple of the "
+                             f"{jax.device_count()} devices")
+    self.mask()  # Raises a ConfigError naming the masks.* key if the blocks cannot fit the grid.
+
+  # --- Method interface -------------------------------------------------------------------------------------
+  def init_model(self, rngs):
+    encoder = factory.build_encoder(self.config, rngs)
+    cond = self.config.iwm.conditioning
+    predictor = factory.build_predictor(self.config, encoder, rngs,
+                                        cond_dim=iwm_views.ACTION_DIM if self.conditioned else 0,
+                                        cond_mode=cond if self.conditioned else "feature")
+    return ijepa.EncoderPredictor(encoder, predictor)
+
+  def example_fn(self, train):
+    if not train:
+      return self.eval_example_fn()
+    data, c = self.config.data, self.config.iwm
+    return iwm_views.IWMViews(image_size=data.image_size, mask=self.mask(), jitter=self.jitter(),
+                              blur_p=c.blur_p, grayscale_p=c.grayscale_p, solarize_p=c.solarize_p,
+                              crop_scale=tuple(data.crop_scale), crop_ratio=tuple(data.crop_ratio),
+                              flip=data.flip, mean=tuple(data.mean), std=tuple(data.std))
+
+  def predict(self, model, source, context_idx, context_valid, target_idx, target_valid, action):
+    """The world model: encode the visible source tokens, predict the latents at target_idx under `action`."""
+    z = model.encoder(source, idx=context_idx, valid=context_valid)
+    cond = action if self.conditioned else None
+    return model.predictor(z, context_idx, context_valid, target_idx, target_valid, cond=cond)
+
+  def loss(self, model, target, batch, rng):
+    del rng  # Views, actions and masks come from the data pipeline; the model is deterministic.
+    h = jax.lax.stop_gradient(target(batch["image"]))                   # [B, N, D]
+    h = ijepa.gather_tokens(h, batch["target_idx"])                     # [B, 1, Ku, D]
+    pred = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
+                        batch["target_idx"], batch["target_valid"], batch["action"])
+    loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
+                                  beta=self.config.loss.beta)
+    metrics = {
+        "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
+        "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
+        "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
+    }
+    return loss, metrics
+
+  def features(self, model, target, images):
+    """Average-pooled tokens of the frozen target encoder (as for I-JEPA)."""
+    del model
+    return target(images).mean(axis=1)
+
+  # --- MRR --------------------------------------------------------------------------------------------------
+  def mrr_outputs(self, model, target, batch):
+    """(predictions, bank latents, valid) for mrr.reciprocal_ranks: [B, N, Ku, D] twice and [B, Ku].
+
+    Each of the N bank actions is applied to the clean image's context latents; the bank is encoded by the
+    target encoder and layer-normed (the training targets).
+    """
+    bank = batch["bank"]
+    b, n = bank.shape[:2]
+    h = target(bank.reshape(b * n, *bank.shape[2:]))                   # [B*N, T, D]
+    h = losses.layer_norm(h).reshape(b, n, *h.shape[1:])                # [B, N, T, D]
+    tgt_idx = batch["target_idx"][:, 0]                                 # [B, Ku]
+    h = jax.vmap(lambda hi, idx: hi[:, idx])(h, tgt_idx)                # [B, N, Ku, D]
+
+    def rep(x):  # [B, ...] -> [B * N, ...]: one copy per action.
+      return jnp.repeat(x, n, axis=0)
+
+    z = model.encoder(batch["source"], idx=batch["context_idx"], valid=batch["context_valid"])
+    cond = batch["action"].reshape(b * n, -1) if self.conditioned else None
+    pred = model.predictor(rep(z), rep(batch["context_idx"]), rep(batch["context_valid"]),
+                           rep(batch["target_idx"]), rep(batch["target_valid"]), cond=cond)
+    pred = pred.reshape(b, n, *pred.shape[2:])                          # [B, N, Ku, D]
+    return pred, h, batch["target_valid"][:, 0]
+
+  def extra_evaluations(self, trainer, state):
+    c = self.config.iwm
+    if not c.mrr_images:
+      return {}
+    if self._mrr is None:
+      views = iwm_views.MRRViews(image_size=self.config.data.image_size, mask=self.mask(),
+                                 bank_size=c.mrr_bank_size, jitter=self.jitter(),
+                                 mean=tuple(self.config.data.mean), std=tuple(self.config.data.std))
+      self._mrr = mrr_lib.MRREvaluator(trainer, example_fn=views, outputs_fn=self.mrr_outputs,
+                                       num_images=c.mrr_images, batch_size=c.mrr_batch_size)
+    return {"mrr": self._mrr(state)}
+
+
+METHOD = IWM
