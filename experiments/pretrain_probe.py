@@ -31,8 +31,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 def pixels(trainer, source, max_examples):
   """Flattened, normalised eval-transform images: the raw-pixel baseline's features."""
-  if max_examples and len(source) > max_examples:
-    source = sources.Subset(source, np.arange(max_examples))
+  source = sources.fixed_subset(source, max_examples)
   xs, ys = [], []
   for batch in pipeline.eval_batches(source, trainer.method.example_fn(train=False), batch_size=256):
     xs.append(batch["image"][batch["mask"]].reshape(int(batch["mask"].sum()), -1))

@@ -8,6 +8,7 @@ The mesh has two named axes, ("data", "fsdp"):
 Axis types are `Auto`: XLA propagates shardings from the inputs and parameters, so the models need no sharding
 annotations and the same model code runs on 1 device or a pod.
 """
+import functools
 import os
 
 import jax
@@ -22,14 +23,19 @@ BATCH_AXES = ("data", "fsdp")
 def maybe_initialize_distributed(cfg):
   """Calls jax.distributed.initialize() when this run is one of several processes.
 
-  Triggered by an explicit coordinator (`distributed.coordinator_address`, `num_processes`, `process_id`), or
-  by the environment of a TPU pod / SLURM job (JAX auto-detects those when `distributed.auto` is true).
+  Triggered by an explicit coordinator (`distributed.coordinator_address`, `num_processes`, `process_id`: any
+  machines, CPU included); by `distributed.initialize` (no arguments: JAX detects a Cloud TPU VM slice from its
+  metadata server, or Slurm / Open MPI; tpu/launch.sh sets it, since a TPU VM's environment names no hosts);
+  or, with `distributed.auto`, by environment variables of a Slurm job, a GKE TPU pod or a Megascale job.
+  It must run before anything touches the devices; afterwards jax.devices() lists every host's devices.
   """
   if jax.distributed.is_initialized():
     return
   if cfg.coordinator_address:
     jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
                                process_id=cfg.process_id)
+  elif cfg.get("initialize", False):
+    jax.distributed.initialize()
   elif cfg.auto and ("SLURM_NTASKS" in os.environ or "TPU_WORKER_HOSTNAMES" in os.environ
                      or "MEGASCALE_COORDINATOR_ADDRESS" in os.environ):
     jax.distributed.initialize()
@@ -90,3 +96,19 @@ def replicated(mesh):
 def global_batch(local_batch, sharding):
   """Builds global arrays from this process's slice of the batch (each process reads only its shard)."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _to_replicated(mesh):
+  return jax.jit(lambda tree: tree, out_shardings=replicated(mesh))
+
+
+def host_rows(local_batch, sharding):
+  """The global batch built from every process's rows, as NumPy arrays on every host.
+
+  Rows are in the order of the global array (the mesh's device order), i.e. aligned with the rows of any
+  output computed from `global_batch(..., sharding)`. `process_allgather` orders rows by process index
+  instead, which differs from the device order on meshes that interleave hosts (e.g. TPU pods).
+  """
+  out = _to_replicated(sharding.mesh)(global_batch(local_batch, sharding))
+  return jax.tree.map(np.asarray, out)

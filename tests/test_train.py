@@ -1,10 +1,13 @@
-"""The training loop: one compilation, exact resume, 1 vs 8 devices, NaN guard, end-to-end probe."""
+"""The training loop: one compilation, exact resume, NaN guard, end-to-end probe.
+
+Meshes and multi-device equivalence are in test_parallel.py, several processes in test_multihost.py.
+"""
 import jax
 import numpy as np
 import pytest
 
 from jepa import train
-from tests.helpers import load_config, run_in_fresh_process
+from tests.helpers import load_config
 
 
 def _config(**train_overrides):
@@ -66,28 +69,3 @@ def test_nan_guard_stops_naming_the_step(tmp_path):
   _poison(trainer)
   with pytest.raises(train.TrainingStopped, match="non-finite loss or gradient at step 0"):
     trainer.run()
-
-
-STEP_ON_DEVICES = r"""
-import json, jax, numpy as np
-from jepa import train
-from tests.helpers import load_config
-c = load_config("ijepa_vit", "tiny")
-c.eval.probe = False
-c.train.update(num_steps=2, checkpoint_every=0)
-c.mesh.update(data={data}, fsdp={fsdp}, fsdp_min_size=64)
-t = train.Trainer(c, "{workdir}", verbose=False)
-t.run()
-leaves = jax.tree.leaves(jax.device_get(t.state["params"]))
-print(json.dumps({{"devices": jax.device_count(), "params": [np.asarray(x).ravel().tolist() for x in leaves]}}))
-"""
-
-
-@pytest.mark.parametrize("data,fsdp", [(8, 1), (4, 2)])
-def test_one_vs_eight_devices(tmp_path, data, fsdp):
-  single = run_in_fresh_process(STEP_ON_DEVICES.format(data=1, fsdp=1, workdir=tmp_path / "one"), devices=1)
-  multi = run_in_fresh_process(STEP_ON_DEVICES.format(data=data, fsdp=fsdp, workdir=tmp_path / "eight"),
-                               devices=8)
-  assert multi["devices"] == 8
-  for a, b in zip(single["params"], multi["params"]):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)

@@ -546,8 +546,11 @@ def _build(cfg: Any, which: str) -> Any:
     images = _sibling(path, eval_split)
     return IdxSource(images, _idx_labels_path(images), images_key='data.eval_split',
                      labels_key='data.eval_split (labels file next to it)')
+  if kind in ('moving_digits', 'video_csv', 'tfds_video'):
+    from jepa.data import video  # pylint: disable=g-import-not-at-top  (video.py imports this module)
+    return video.build_source(cfg, which)
   raise DataError(f'data.source={kind!r} is unknown; pass --config.data.source= one of digits, tfds, folder, '
-                  'npz, idx')
+                  'npz, idx, moving_digits, video_csv, tfds_video')
 
 
 def get_source(data_cfg: Any, split: str) -> Any:
@@ -557,7 +560,8 @@ def get_source(data_cfg: Any, split: str) -> Any:
   npz | idx; ``name`` (TFDS name); ``data_dir`` (TFDS folder); ``path`` (folder / .npz / IDX images file);
   ``labels_path`` (IDX labels; default: the ``*-labels-idx1-ubyte*`` file next to ``path``);
   ``image_key``/``label_key`` ['image'/'label'] (TFDS features); ``train_split`` ['train'];
-  ``eval_split`` [''] and ``eval_fraction`` [0.1].
+  ``eval_split`` [''] and ``eval_fraction`` [0.1]. The video sources moving_digits | video_csv | tfds_video
+  (which also read ``num_frames``, ``frame_step``, ``label``, ``video_key``) are in :mod:`jepa.data.video`.
 
   Eval split: for TFDS, ``eval_split`` names a split; if it is '' or the dataset lacks it (a warning is
   logged), a fixed carve-out is used. For folder / npz / idx, a non-empty ``eval_split`` is the path of the
@@ -580,7 +584,7 @@ def get_source(data_cfg: Any, split: str) -> Any:
     raise ConfigError(f"get_source split={split!r}: expected 'train' or 'eval'")
   kind = str(_cfg(data_cfg, 'source', 'digits')).lower()
   eval_split = str(_cfg(data_cfg, 'eval_split', ''))
-  named_eval = bool(eval_split) and kind != 'digits'
+  named_eval = bool(eval_split) and kind not in ('digits', 'moving_digits')
   if named_eval and kind == 'tfds':
     name, data_dir = str(_cfg(data_cfg, 'name', '')), str(_cfg(data_cfg, 'data_dir', ''))
     if not TfdsSource.has_split(name, eval_split, data_dir):
@@ -596,3 +600,14 @@ def get_source(data_cfg: Any, split: str) -> Any:
   if split == 'train':
     return Subset(full, train_idx, name=full.name)
   return Subset(full, eval_idx, name=f'{full.name}_eval')
+
+
+def fixed_subset(source: Any, max_examples: int) -> Any:
+  """At most `max_examples` of `source`, drawn by a fixed permutation (seed 0) and kept in index order.
+
+  Not the first N: datasets stored sorted by class (CIFAR-10 in ../shared/data is) would lose whole classes.
+  """
+  if not max_examples or len(source) <= max_examples:
+    return source
+  keep = np.sort(np.random.default_rng(0).permutation(len(source))[:max_examples])
+  return Subset(source, keep)

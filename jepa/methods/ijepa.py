@@ -37,7 +37,9 @@ def mask_sampler(config, grid):
   return masks_lib.MultiBlock2D(
       grid=tuple(grid), num_targets=m.num_targets, target_scale=tuple(m.target_scale),
       target_aspect=tuple(m.target_aspect), context_scale=tuple(m.context_scale),
-      min_context=m.min_context, allow_overlap=m.allow_overlap)
+      min_context=m.min_context, allow_overlap=m.allow_overlap,
+      # 0 (the default) keeps the sampler's own rule for the fixed token counts; see masks.context_keep.
+      context_keep=m.get("context_keep", 0) or None, target_keep=m.get("target_keep", 0) or None)
 
 
 class IJEPA(base.Method):
