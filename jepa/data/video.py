@@ -191,7 +191,12 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
     speed     s ~ U(speed) pixels per frame of the underlying video
     velocity  v = s * (-sin theta, cos theta)          (rows grow downwards)
     frame t of the clip (t = 0 .. T-1) is frame tau = t * frame_step of the video, where the digit's top-left
-    corner is at reflect(p0 + v tau), folded into [0, S - digit_size] per axis.
+    corner is at reflect(p0 + v * hold * floor(tau / hold)), folded into [0, S - digit_size] per axis.
+
+  The digit steps once every ``hold`` video frames. With the default hold 2 and frame_step 1 the two frames of
+  a 2-frame tubelet are identical, so the motion shows only *across* tubelets: neither a frame nor a tubelet
+  tells the direction, and an encoder has to relate tokens over time (with hold 1, a random encoder's tubelet
+  embedding already sees the motion between its two frames and an attentive probe on it is near 100%).
 
   The start p0 is uniform over the positions from which the whole clip fits without a bounce whenever the
   path is short enough (then the motion label is exact in every frame); longer paths bounce, and the label is
@@ -208,7 +213,9 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
     num_directions: motion classes K (4: right, up, left, down; 8 adds the diagonals).
     digit_size: digit side in pixels; default S // 2.
     speed: range of pixels per video frame; default (1, 2) * S / 32.
+    hold: video frames between steps of the digit (1: smooth motion).
     clips_per_digit: clips per digit image (each with its own motion); len = 1797 * clips_per_digit.
+    noise: amplitude of uniform per-pixel, per-frame noise added to the clip (0-255 scale; 0 = none).
     seed: the data seed of the clips (fixed, so every run sees the same dataset).
   """
 
@@ -216,15 +223,16 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
 
   def __init__(self, *, num_frames: int = 8, frame_step: int = 1, canvas: int = 32, label: str = 'motion',
                num_directions: int = 8, digit_size: int | None = None,
-               speed: tuple[float, float] | None = None, clips_per_digit: int = 1, noise: float = 0.0,
-               hold: int = 1, seed: int = 0):
+               speed: tuple[float, float] | None = None, hold: int = 2, clips_per_digit: int = 1,
+               noise: float = 0.0, seed: int = 0):
     if label not in LABELS:
       raise ConfigError(f"data.label={label!r} is not one of {list(LABELS)} for moving_digits")
     digit_size = canvas // 2 if digit_size is None else int(digit_size)
     if not 1 <= digit_size <= canvas:
       raise ConfigError(f'moving_digits digit_size={digit_size} must be in [1, data.image_size={canvas}]')
-    if num_frames < 1 or frame_step < 1:
-      raise ConfigError(f'data.num_frames={num_frames} and data.frame_step={frame_step} must be >= 1')
+    if num_frames < 1 or frame_step < 1 or hold < 1:
+      raise ConfigError(f'data.num_frames={num_frames}, data.frame_step={frame_step} and moving_digits '
+                        f'hold={hold} must be >= 1')
     self.name = f'moving_digits_{label}'
     self.num_frames = int(num_frames)
     self.frame_step = int(frame_step)
