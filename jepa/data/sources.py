@@ -126,9 +126,6 @@ class _LazySource:
       raise IndexError(f'{self.name}: index {index} out of range for {n} examples')
     return index
 
-  def __len__(self) -> int:
-    raise NotImplementedError
-
   def __repr__(self) -> str:
     return f'{type(self).__name__}(name={self.name!r}, len={len(self)}, num_classes={self.num_classes})'
 
