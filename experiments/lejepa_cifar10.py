@@ -71,20 +71,33 @@ def main():
   parser.add_argument("--width", type=int, default=16)
   parser.add_argument("--probe_train", type=int, default=10000)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--workdir", default="/tmp/lejepa_cifar10")
+  parser.add_argument("--workdir", default="/tmp/lejepa_cifar10",
+                      help="run directory; rerunning with the same one skips the finished training")
   args = parser.parse_args()
   command = "python " + " ".join(["experiments/lejepa_cifar10.py"] + sys.argv[1:])
 
   c = build_config(args)
   c.eval.probe = False  # Probed below, so that training and probing are timed apart.
-  workdir = os.path.join(args.workdir, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  workdir = args.workdir
+  timing_path = os.path.join(workdir, "train_timing.json")
   trainer = train.Trainer(c, workdir)
   t0, c0 = time.perf_counter(), time.process_time()
   run = trainer.run()
-  train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+  if os.path.exists(timing_path):  # Resumed after the training had finished: keep the first measurement.
+    with open(timing_path, encoding="utf-8") as f:
+      timing = json.load(f)
+  else:
+    timing = {"train_wall_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0,
+              "compile_s": run["compile_time_s"]}
+    with open(timing_path, "w", encoding="utf-8") as f:
+      json.dump(timing, f)
+  train_wall, train_cpu = timing["train_wall_s"], timing["train_cpu_s"]
+  print(f"training: {train_wall:.0f} s wall, {train_cpu:.0f} s CPU; probing", flush=True)
 
   t0 = time.perf_counter()
   probe = trainer.evaluate(trainer.state, random_baseline=True)
+  probe = dict(probe.get("linear", probe))  # Trainer.evaluate: {probe kind: {'trained': .., 'random_init': ..}}
+  print(f"probes of the network: {probe}; raw pixels next", flush=True)
   eval_source = sources.get_source(c.data, "eval")
   xt, yt = raw_pixels(trainer.method, trainer.train_source, c.eval.max_train_examples)
   xe, ye = raw_pixels(trainer.method, eval_source, c.eval.max_eval_examples)
@@ -99,7 +112,7 @@ def main():
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (timings noisy)",
       "jax": jax.__version__, "steps": run["step"], "batch_size": args.batch, "resnet_width": args.width,
       "epochs": run["step"] * args.batch / len(trainer.train_source),
-      "train_wall_s": train_wall, "train_cpu_s": train_cpu, "compile_s": run["compile_time_s"],
+      "train_wall_s": train_wall, "train_cpu_s": train_cpu, "compile_s": timing["compile_s"],
       "probe_wall_s": probe_wall, "probe_train_examples": len(yt), "probe_eval_examples": len(ye),
       "final_metrics": final, "linear_probe": probe,
       "config": json.loads(c.to_json_best_effort()),
@@ -117,7 +130,7 @@ def main():
       f"1024 slices; {run['step']} steps at batch {args.batch} ({result['epochs']:.2f} epochs of the 45,000 "
       "training images).",
       f"Training took {train_wall / 60:.1f} min wall ({train_cpu / 60:.1f} min CPU, compilation "
-      f"{run['compile_time_s']:.0f} s); the three probes {probe_wall / 60:.1f} min.",
+      f"{timing['compile_s']:.0f} s); the three probes {probe_wall / 60:.1f} min.",
       "",
       f"Linear probe (top-1 on the {len(ye)} carved-out validation images; probe fitted on {len(yt)} training "
       "images):",

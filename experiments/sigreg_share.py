@@ -14,8 +14,10 @@ does not depend on how XLA overlaps it with the rest of the step.
 
 Setups:
   digits  configs/lejepa_vit.py default (ViT 96 x 4 at 16 px, 2 global + 4 local views, 256 slices, batch 64)
-  cifar   configs/lejepa_vit.py:cifar10_resnet18 views / loss / projector with a width-16 ResNet-18 and batch 64
-          (the CPU-sized model of experiments/lejepa_cifar10.py), 1024 slices
+  cifar       configs/lejepa_vit.py:cifar10_resnet18 views / loss / projector with a width-16 ResNet-18 and
+              batch 64 (the CPU-sized model of experiments/lejepa_cifar10.py), 1024 slices
+  cifar_full  the same with the preset's full-width (64) ResNet-18, batch 64
+Results of setups not measured in a run are kept from the previous results file.
 """
 import argparse
 import datetime
@@ -44,13 +46,13 @@ RESULTS = os.path.join(REPO, "experiments", "results")
 def setup_config(name):
   if name == "digits":
     return load_config("lejepa_vit", "")
-  if name == "cifar":
+  if name in ("cifar", "cifar_full"):
     c = load_config("lejepa_vit", "cifar10_resnet18")
-    c.lejepa.update(resnet_width=16)
+    c.lejepa.update(resnet_width=16 if name == "cifar" else 64)
     c.train.batch_size = 64
     c.data.num_threads = 2
     return c
-  raise ValueError(f"unknown setup {name!r}; use digits or cifar")
+  raise ValueError(f"unknown setup {name!r}; use digits, cifar or cifar_full")
 
 
 def without_sigreg(method):
@@ -120,35 +122,53 @@ def measure(name, repeats, steps, workdir):
       "share_min": (mins["with"] - mins["without"]) / mins["with"],
       "sigreg_alone_median_s": statistics.median(alone),
       "share_alone": statistics.median(alone) / med["with"],
+      "load_average_1min": os.getloadavg()[0],  # Other jobs on the machine when the measurement ended.
   }
 
 
 def write(results, command):
   os.makedirs(RESULTS, exist_ok=True)
+  path = os.path.join(RESULTS, "sigreg_share.json")
+  if os.path.exists(path):  # Keep the setups this run did not measure, with the command that measured them.
+    with open(path, encoding="utf-8") as f:
+      previous = json.load(f)
+    measured = {r["setup"] for r in results}
+    kept = [dict(r, command=r.get("command", previous.get("command"))) for r in previous.get("results", [])
+            if r["setup"] not in measured]
+    results = kept + [dict(r, command=command) for r in results]
   meta = {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: noisy)",
           "jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "results": results}
-  with open(os.path.join(RESULTS, "sigreg_share.json"), "w", encoding="utf-8") as f:
+  with open(path, "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=2)
   lines = [
       "# Share of a LeJEPA step spent in SIGReg",
       "",
-      f"Command: `{command}` ({meta['date']}; jax {meta['jax']}; {meta['machine']}).",
+      f"Measured with jax {meta['jax']} on {meta['machine']}; commands:",
+      "",
+      *sorted({f"- `{r['command']}`" for r in results}),
       "",
       "Jitted train steps of the real loop with and without the SIGReg term, alternated in one process; the share",
       "is (with - without) / with. 'alone' times SIGReg's value and gradient on z of the same shape by itself.",
       "",
       "| setup | backbone | batch x views | slices | step with (ms) | step without (ms) | share (median) | "
-      "share (min) | SIGReg alone (ms) | alone / step |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "share (min) | SIGReg alone (ms) | alone / step | load avg |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in results:
     lines.append(
         f"| {r['setup']} | {r['backbone']} | {r['batch_size']} x {r['views']} | {r['num_slices']} | "
         f"{1e3 * r['median_with_s']:.1f} | {1e3 * r['median_without_s']:.1f} | {100 * r['share_median']:.1f}% | "
-        f"{100 * r['share_min']:.1f}% | {1e3 * r['sigreg_alone_median_s']:.2f} | {100 * r['share_alone']:.1f}% |")
-  lines += ["", "Per-round step times (s) are in sigreg_share.json. The machine was shared with other jobs, so",
-            "single rounds are noisy; the medians and minima over rounds are what the table reports.", ""]
+        f"{100 * r['share_min']:.1f}% | {1e3 * r['sigreg_alone_median_s']:.2f} | {100 * r['share_alone']:.1f}% | "
+        f"{r.get('load_average_1min', float('nan')):.1f} |")
+  lines += [
+      "",
+      "SIGReg costs O(N V M knots) cos/sin evaluations whatever the backbone (here N V M x 17 knots), so its share",
+      "falls as the backbone grows; the CPU-sized models of the digits default and of the CIFAR-10 experiment are",
+      "where it is largest. Per-round step times (s) are in sigreg_share.json. The machine was shared with other",
+      "jobs (load average in the last column, 2 cores), so single rounds are noisy; the table reports medians and",
+      "minima over rounds, and 'alone / step' is the least sensitive to how XLA overlaps work within a step.",
+      ""]
   with open(os.path.join(RESULTS, "sigreg_share.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
 

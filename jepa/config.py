@@ -136,9 +136,9 @@ def base_config():
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
-  # Multi-host: explicit coordinator (coordinator_address, num_processes, process_id); or initialize=True, which
-  # lets JAX find the hosts itself (Cloud TPU VM metadata, Slurm, Open MPI; tpu/launch.sh sets it); or auto,
-  # which initialises when the environment names a multi-process job (Slurm, GKE TPU, Megascale variables).
+  # Multi-host: explicit coordinator (coordinator_address, num_processes, process_id); or initialize=True,
+  # which lets JAX find the hosts itself (Cloud TPU VM metadata, Slurm, Open MPI; tpu/launch.sh sets it); or
+  # auto, which initialises when the environment names a multi-process job (Slurm, GKE TPU, Megascale).
   c.distributed = ml_collections.ConfigDict(dict(auto=True, coordinator_address="", num_processes=1,
                                                  process_id=0, initialize=False))
   return c

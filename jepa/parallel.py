@@ -23,10 +23,11 @@ BATCH_AXES = ("data", "fsdp")
 def maybe_initialize_distributed(cfg):
   """Calls jax.distributed.initialize() when this run is one of several processes.
 
-  Triggered by an explicit coordinator (`distributed.coordinator_address`, `num_processes`, `process_id`: any
-  machines, CPU included); by `distributed.initialize` (no arguments: JAX detects a Cloud TPU VM slice from its
-  metadata server, or Slurm / Open MPI; tpu/launch.sh sets it, since a TPU VM's environment names no hosts);
-  or, with `distributed.auto`, by environment variables of a Slurm job, a GKE TPU pod or a Megascale job.
+  Triggered by an explicit coordinator (`distributed.coordinator_address`, `num_processes`, `process_id`:
+  any machines, CPU included); by `distributed.initialize` (no arguments: JAX detects a Cloud TPU VM slice
+  from its metadata server, or Slurm / Open MPI; tpu/launch.sh sets it, since a TPU VM's environment names no
+  hosts); or, with `distributed.auto`, by environment variables of a Slurm job, a GKE TPU pod or a Megascale
+  job.
   It must run before anything touches the devices; afterwards jax.devices() lists every host's devices.
   """
   if jax.distributed.is_initialized():

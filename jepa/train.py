@@ -140,8 +140,8 @@ class Trainer:
     shardings = jax.tree.map(lambda _: parallel.replicated(self.mesh), abstract_state)
     shardings["params"] = params_sh
     shardings["model_state"] = parallel.tree_shardings(self.mesh, abstract_state["model_state"], min_size)
-    # The EMA target shares the student's shardings (taken from them, not re-derived, so it cannot drift if the
-    # rule changes); the optimizer moments have the parameters' shapes, so the same rule shards them alike.
+    # The EMA target shares the student's shardings (taken from them, not re-derived, so it cannot drift if
+    # the rule changes); the optimizer moments have the parameters' shapes, so the same rule shards them alike.
     ema_name = self.method.ema_target
     shardings["ema"] = params_sh[ema_name] if ema_name else {}
     shardings["opt_state"] = parallel.tree_shardings(self.mesh, abstract_state["opt_state"], min_size)
@@ -181,9 +181,10 @@ class Trainer:
   def _accumulated_grads(self, state, batch, rng):
     """`_grads` of the whole batch, as the mean over `train.grad_accum_steps` micro-batches.
 
-    Accumulation lives inside the step (a scan over micro-batches) rather than in the optimizer (optax.MultiSteps),
-    so that one call is one effective step: the step counter, the lr / weight-decay / EMA schedules and the EMA
-    update advance once per global batch, and checkpoints and logs count effective steps. Only one
+    Accumulation lives inside the step (a scan over micro-batches) rather than in the optimizer
+    (optax.MultiSteps), so that one call is one effective step: the step counter, the lr / weight-decay / EMA
+    schedules and the EMA update advance once per global batch, and checkpoints and logs count effective
+    steps. Only one
     micro-batch's activations are live at a time. Gradients are averaged in float32, so for a loss that is a
     mean over examples (I-JEPA, V-JEPA, IWM) k micro-batches of B/k equal one batch of B up to rounding;
     batch statistics (BatchNorm running stats, carried from one micro-batch to the next, and LeJEPA's SIGReg)
@@ -258,10 +259,10 @@ class Trainer:
                                                     process_count=count)):
       images = parallel.global_batch({"image": batch["image"]}, self.batch_sharding)["image"]
       out = np.asarray(self._features(state, images))
-      # Labels, padding mask and source index travel the same way as the images (a global array, then to every
-      # host), so they line up with the feature rows whatever the mesh's device order; eval_batches gives process
-      # p the examples p, p + count, ..., and sorting by index returns features in source order, so the probes
-      # see the same data in the same order for any number of processes.
+      # Labels, padding mask and source index travel the same way as the images (a global array, then to
+      # every host), so they line up with the feature rows whatever the mesh's device order; eval_batches gives
+      # process p the examples p, p + count, ..., and sorting by index returns features in source order, so
+      # the probes see the same data in the same order for any number of processes.
       index = (rank + count * (j * local_eval_batch + np.arange(local_eval_batch))).astype(np.int32)
       rows = parallel.host_rows({"mask": batch["mask"], "label": batch["label"], "index": index},
                                 self.batch_sharding)

@@ -15,8 +15,8 @@ import numpy as np
 
 from tests.helpers import REPO
 
-TINY = ["--config=configs/ijepa_vit.py:tiny", "--config.train.log_every=1", "--config.train.checkpoint_every=0",
-        "--config.eval.random_baseline=False"]
+TINY = ["--config=configs/ijepa_vit.py:tiny", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=0", "--config.eval.random_baseline=False"]
 SHARDED = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size=64"]
 
 
@@ -65,8 +65,8 @@ def _wait(procs, timeout=900):
 
 def _two_processes(workdir, steps, *args):
   port = _free_port()
-  return _wait([_main(workdir, [f"--config.train.num_steps={steps}", *SHARDED, *args], process_id=i, port=port)
-                for i in range(2)])
+  args = [f"--config.train.num_steps={steps}", *SHARDED, *args]
+  return _wait([_main(workdir, args, process_id=i, port=port) for i in range(2)])
 
 
 def _rows(workdir):

@@ -59,8 +59,8 @@ for method, name in json.loads(CASES):
     c.optim.eps = 1e-4
     c.mesh.update(data=DATA, fsdp=FSDP, fsdp_min_size=MIN_SIZE)
     t = train.Trainer(c, os.path.join(WORKDIR, method), verbose=False)
-    it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True), batch_size=t.local_batch,
-                                      seed=c.seed, num_threads=1, prefetch=1)
+    it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True),
+                                      batch_size=t.local_batch, seed=c.seed, num_threads=1, prefetch=1)
     state, losses = t._init(c.seed), []
     for _ in range(STEPS):
       state, metrics = t.train_step(state, parallel.global_batch(next(it), t.batch_sharding))

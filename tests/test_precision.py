@@ -63,14 +63,15 @@ def test_remat_changes_memory_not_results(tmp_path):
 
 
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
-  """2 micro-batches of B/2 per step == one batch of B: params, EMA, optimizer state, schedules, step count."""
+  """2 micro-batches of B/2 per step == one batch of B: params, EMA, optimizer state, schedules, steps."""
   _, acc, acc_metrics, _ = _steps(_config(train__grad_accum_steps=2), 3, tmp_path / "acc")
   _, big, big_metrics, _ = _steps(_config(), 3, tmp_path / "big")
   assert int(acc["step"]) == int(big["step"]) == 3  # One step per *effective* batch.
   for part in ("params", "ema", "opt_state"):
     _close(acc[part], big[part], atol=1e-6)
   for key in ("loss", "lr", "weight_decay", "ema_momentum"):
-    np.testing.assert_allclose([m[key] for m in acc_metrics], [m[key] for m in big_metrics], atol=1e-6, rtol=0)
+    np.testing.assert_allclose([m[key] for m in acc_metrics], [m[key] for m in big_metrics], atol=1e-6,
+                               rtol=0)
   np.testing.assert_allclose([m["grad_norm"] for m in acc_metrics], [m["grad_norm"] for m in big_metrics],
                              rtol=1e-5)
 

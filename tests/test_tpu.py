@@ -74,9 +74,9 @@ def test_launch_runs_the_same_command_on_every_worker(env):
                     "--workdir=gs://bucket/ijepa run", "--config.train.batch_size=4096")
   assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "jepa-test"] and "--worker=all" in cmd
   remote = shlex.split(_remote(cmd).split("&&", 1)[1].split(">", 1)[0])
-  assert remote == ["nohup", "~/jepa-venv/bin/python", "-m", "jepa.main", "--config=configs/ijepa_vit.py:in1k_vith14",
-                    "--workdir=gs://bucket/ijepa run", "--config.train.batch_size=4096",
-                    "--config.distributed.initialize=True"]
+  assert remote == ["nohup", "~/jepa-venv/bin/python", "-m", "jepa.main",
+                    "--config=configs/ijepa_vit.py:in1k_vith14", "--workdir=gs://bucket/ijepa run",
+                    "--config.train.batch_size=4096", "--config.distributed.initialize=True"]
   assert _remote(cmd).startswith("cd ~/jepa && ") and "> ~/jepa-train.log 2>&1 < /dev/null &" in _remote(cmd)
 
 

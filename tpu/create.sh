@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates a TPU VM or pod slice.
 #
-#   tpu/create.sh --name=jepa --zone=us-central2-b --accelerator=v4-32 [--version=tpu-ubuntu2204-base] [--spot]
+#   tpu/create.sh --name=jepa --zone=us-central2-b --accelerator=v4-32 [--version=RUNTIME] [--spot]
 #
 # Options (besides --name, --zone, --project, --dry-run; see common.sh):
 #   --accelerator=TYPE   accelerator type, e.g. v4-8 (one host), v4-32 (4 hosts), v5litepod-16, v5p-32
@@ -11,7 +11,7 @@
 #   --spot               a Spot VM (cheaper, can be preempted; the training loop checkpoints on SIGTERM)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 parse_common "$@"
 ACCELERATOR="${ACCELERATOR:-v4-32}"

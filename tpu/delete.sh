@@ -4,7 +4,7 @@
 #   tpu/delete.sh --name=jepa --zone=us-central2-b
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 parse_common "$@"
 ((${#EXTRA_ARGS[@]} == 0)) || die "unknown option ${EXTRA_ARGS[0]}; see tpu/delete.sh --help"

@@ -11,7 +11,7 @@
 # Running the same command again resumes from the latest checkpoint in the workdir. Stop with tpu/stop.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 parse_common "$@"
 TRAIN_ARGS=()
@@ -26,7 +26,7 @@ for arg in "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}"; do
   fi
 done
 printf '%s\n' "${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}" | grep -q '^--config=' \
-  || die "no --config=... after --; e.g. -- --config=configs/ijepa_vit.py:in1k_vith14 --workdir=gs://BUCKET/run"
+  || die "no --config=... after --; e.g. -- --config=configs/ijepa_vit.py:in1k_vith14 --workdir=gs://B/run"
 printf '%s\n' "${TRAIN_ARGS[@]}" | grep -q '^--workdir=' \
   || die "no --workdir=... after --; use a gs:// path that every worker can write"
 

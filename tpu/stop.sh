@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Stops the training started by tpu/launch.sh on every worker with SIGTERM: the loop finishes its step, saves a
-# checkpoint and exits, so tpu/launch.sh with the same workdir resumes it.
+# Stops the training started by tpu/launch.sh on every worker with SIGTERM: the loop finishes its step,
+# saves a checkpoint and exits, so tpu/launch.sh with the same workdir resumes it.
 #
 #   tpu/stop.sh --name=jepa --zone=us-central2-b
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 parse_common "$@"
 ((${#EXTRA_ARGS[@]} == 0)) || die "unknown option ${EXTRA_ARGS[0]}; see tpu/stop.sh --help"
