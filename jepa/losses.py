@@ -262,6 +262,45 @@ def _axis_size(axis_name) -> Any:
   return math.prod(jax.lax.axis_size(n) for n in names)
 
 
+def _half_grid(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Folds a rule that is symmetric about t = 0 onto t >= 0 (the integrand is even), halving the knots.
+
+  (C(t) - phi(t))^2 + S(t)^2 is even in t (C and phi are even, S is odd), so the knots -t and t contribute
+  w(-t) err(t) + w(t) err(t): keep t > 0 with the two weights summed (and t = 0 as it is). The 'library' rule
+  is already on t >= 0; the 'paper' rule goes from 17 knots to 9.
+  """
+  if not (np.allclose(t, -t[::-1]) and np.allclose(w, w[::-1])):
+    return t, w
+  keep = t >= -1e-12 * np.max(np.abs(t))
+  return t[keep], np.where(np.abs(t[keep]) > 1e-12 * np.max(np.abs(t)), 2.0 * w[keep], w[keep])
+
+
+def _characteristic_means(x: Array, t: np.ndarray) -> tuple[Array, Array]:
+  """(1/N) sum_n cos(t_k x_n) and (1/N) sum_n sin(t_k x_n) for uniform knots t_k = t_0 + k Delta: [..., T] each.
+
+  Sine and cosine dominate SIGReg's cost, so they are evaluated twice per sample instead of once per knot:
+  e^{i t_0 x} and e^{i Delta x} directly, then e^{i t_{k+1} x} = e^{i t_k x} e^{i Delta x} (angle addition,
+  two real multiply-adds per component). In float32 each step adds about one rounding of relative error, so
+  after the 16 steps of the default rule the terms are within ~1e-6 of direct evaluation; averaged over N
+  samples that is at the level of the float32 summation itself (the tests compare with float64 NumPy).
+  """
+  delta = float(t[1] - t[0]) if len(t) > 1 else 0.0
+  if len(t) > 1 and not np.allclose(np.diff(t), delta, rtol=1e-9, atol=1e-12):
+    raise ValueError("epps_pulley needs uniformly spaced knots (as quadrature_rule makes)")
+  if t[0] == 0.0:
+    c, s = jnp.ones_like(x), jnp.zeros_like(x)
+  else:
+    c, s = jnp.cos(float(t[0]) * x), jnp.sin(float(t[0]) * x)
+  c_step, s_step = jnp.cos(delta * x), jnp.sin(delta * x)
+  cos_means, sin_means = [], []
+  for k in range(len(t)):
+    if k:
+      c, s = c * c_step - s * s_step, s * c_step + c * s_step
+    cos_means.append(jnp.mean(c, axis=0))
+    sin_means.append(jnp.mean(s, axis=0))
+  return jnp.stack(cos_means, axis=-1), jnp.stack(sin_means, axis=-1)
+
+
 def epps_pulley(x: ArrayLike, *, quadrature: str = "library", num_knots: int = 17, t_max: float | None = None,
                 axis_name=None) -> Array:
   """Epps-Pulley statistic of each column of x against N(0, 1), scaled by the number of samples.
@@ -293,16 +332,13 @@ def epps_pulley(x: ArrayLike, *, quadrature: str = "library", num_knots: int = 1
   Returns:
     float32 array x.shape[1:] of statistics (one per column).
   """
-  t_np, w_np = quadrature_rule(quadrature, num_knots, t_max)
-  t = jnp.asarray(t_np, _F32)
+  t_np, w_np = _half_grid(*quadrature_rule(quadrature, num_knots, t_max))
   w = jnp.asarray(w_np, _F32)
   phi = jnp.asarray(np.exp(-0.5 * t_np**2), _F32)
   x = jnp.asarray(x, _F32)
   if x.ndim < 1:
     raise ValueError(f"epps_pulley expects samples along axis 0, got a scalar of shape {x.shape}")
-  tx = x[..., None] * t  # [N, ..., T]
-  cos_mean = jnp.mean(jnp.cos(tx), axis=0)  # [..., T]
-  sin_mean = jnp.mean(jnp.sin(tx), axis=0)
+  cos_mean, sin_mean = _characteristic_means(x, t_np)  # [..., T] each
   n = x.shape[0]
   if axis_name is not None:
     cos_mean = jax.lax.pmean(cos_mean, axis_name)

@@ -23,7 +23,7 @@ def _np(a):
 
 
 def _lin(x, linear):
-  return x @ _np(linear.kernel[...]) + _np(linear.bias[...])
+  return x @ _np(linear.kernel[...]) + (0.0 if linear.bias is None else _np(linear.bias[...]))
 
 
 def _ln(x, norm, eps=1e-5):
@@ -238,6 +238,8 @@ def test_projector_layout_and_shapes():
   proj = Projector(in_dim=12, hidden_dim=32, out_dim=8, num_layers=3, rngs=nnx.Rngs(0))
   assert len(proj.layers) == 2
   assert [l.linear.kernel.shape for l in proj.layers] == [(12, 32), (32, 32)]
+  # No bias before a BatchNorm: it would cancel exactly and get a zero gradient.
+  assert all(l.linear.bias is None for l in proj.layers) and proj.out.bias is not None
   for layer in proj.layers:
     assert isinstance(layer.bn, nnx.BatchNorm) and layer.bn.num_features == 32
     assert layer.bn.momentum == 0.9 and layer.bn.epsilon == 1e-5

@@ -62,10 +62,10 @@ def _torch_uniform(fan_in: int):
   return init
 
 
-def _torch_linear(din: int, dout: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+def _torch_linear(din: int, dout: int, *, dtype: Any, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
   """Linear layer initialised like an untouched torch nn.Linear (what the LeJEPA/VICReg heads use)."""
   init = _torch_uniform(din)
-  return nnx.Linear(din, dout, kernel_init=init, bias_init=init, dtype=dtype, rngs=rngs)
+  return nnx.Linear(din, dout, kernel_init=init, bias_init=init, use_bias=use_bias, dtype=dtype, rngs=rngs)
 
 
 def _vjepa_linear(din: int, dout: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
@@ -285,10 +285,16 @@ class AttentiveClassifier(nnx.Module):
 
 
 class _LinearBNReLU(nnx.Module):
-  """One hidden projector layer: Linear -> BatchNorm -> ReLU."""
+  """One hidden projector layer: Linear (no bias) -> BatchNorm -> ReLU.
+
+  BatchNorm subtracts the batch mean, so a bias before it would cancel exactly: it would get an exactly-zero
+  gradient, and Adam, which divides each gradient by its own magnitude, would then move it by up to lr per
+  step in the direction of float rounding noise (different on every mesh and thread count). The function
+  computed is the same as the reference's Linear(bias=True) -> BatchNorm.
+  """
 
   def __init__(self, din: int, dout: int, *, dtype: Any, rngs: nnx.Rngs):
-    self.linear = _torch_linear(din, dout, dtype=dtype, rngs=rngs)
+    self.linear = _torch_linear(din, dout, dtype=dtype, rngs=rngs, use_bias=False)
     self.bn = nnx.BatchNorm(dout, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
