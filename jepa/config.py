@@ -93,6 +93,12 @@ def base_config():
       # Micro-batches per step: the step scans over grad_accum_steps slices of the global batch and averages
       # their gradients, then updates params, EMA and schedules once (the step counts effective batches).
       grad_accum_steps=1,
+      # Collapse alarm: a WARNING line and an alarm/<metric> row in the logs when a collapse monitor (the
+      # method's `collapse_monitors`, e.g. target_feature_std, embedding_std, rankme, and the in-loop
+      # probe/rankme, probe/lidar) falls below this fraction of its early value, the mean of its first
+      # collapse_alarm_logs logged values (jepa/metrics.py CollapseAlarm). 0 = off.
+      collapse_alarm=0.25,
+      collapse_alarm_logs=3,
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
@@ -108,6 +114,26 @@ def base_config():
           depth=0,                # 0 = the variant's reference depth (1 / 4)
           heads=0,                # 0 = width // 64 (head_dim 64, as ViT-S/B/L)
           epochs=20, batch_size=64, lr=1e-3, weight_decay=0.01)),
+      # What Trainer.evaluate runs on the frozen features (jepa/evaluation/evaluators.py), for the trained and
+      # the random-init state: 'probes' = the method's own probes (Method.probes), then any of linear,
+      # attentive, knn, few_shot, rankme, lidar. The method's extra evaluations (IWM: MRR) always run.
+      evaluators="probes,knn,few_shot,rankme,lidar",
+      knn=ml_collections.ConfigDict(dict(
+          k=20,                   # neighbours (capped at the number of training features)
+          temperature=0.07,       # the weighted vote's T (DINO)
+          vote="weighted")),      # weighted: sum of exp(cos / T) per class | majority: neighbour count
+      few_shot=ml_collections.ConfigDict(dict(
+          shots=(1, 10, 0),       # labels per class; 0 = all of them
+          trials=3,               # fixed-seed subsets per shot count (accuracies averaged)
+          l2=1e-3)),              # fixed L2 strength (no hold-out to select it from with 1 label per class)
+      lidar=ml_collections.ConfigDict(dict(
+          samples=128,            # eval images (surrogate classes)
+          views=4)),              # views of each from the method's training augmentation (Method.view_fn)
+      # End of run (process 0): PNG pictures in WORKDIR/pictures (curves, masks on inputs, PCA of patch
+      # features; jepa/pictures.py) of picture_examples eval images, and WORKDIR/report.md (jepa/report.py).
+      pictures=True,
+      picture_examples=3,
+      report=True,
   ))
 
   # --- method sections: each method adds its own section here (keys it alone reads) ---------------------------
@@ -158,9 +184,11 @@ _CHOICES = {
     "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video"),
     "train.nan_policy": ("skip", "stop"),
     "loss.kind": ("smooth_l1", "l1", "l2"),
+    "eval.knn.vote": ("weighted", "majority"),
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",
-             "eval.batch_size", "train.keep_checkpoints")
+             "eval.batch_size", "train.keep_checkpoints", "eval.knn.k", "eval.knn.temperature",
+             "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs")
 # 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
 _NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.prefetch", "optim.lr",
                  "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
@@ -235,3 +263,14 @@ def validate(config, *, num_devices, process_count=1):
       raise ConfigError(f"{name}={tuple(values[name])} must have 3 entries, one per RGB channel")
   if min(config.data.std) <= 0:
     raise ConfigError(f"data.std={tuple(config.data.std)} must be positive")
+  if not 0.0 <= config.train.collapse_alarm < 1.0:
+    raise ConfigError(f"train.collapse_alarm={config.train.collapse_alarm} must be in [0, 1): a fraction of the "
+                      "early value (0 turns the alarm off)")
+  shots = tuple(config.eval.few_shot.shots)
+  if not shots or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shots):
+    raise ConfigError(f"eval.few_shot.shots={shots} must be labels per class, integers >= 0 (0 = all)")
+  if config.eval.few_shot.l2 < 0:
+    raise ConfigError(f"eval.few_shot.l2={config.eval.few_shot.l2} must be >= 0")
+  if config.eval.lidar.samples < 2 or config.eval.lidar.views < 2:
+    raise ConfigError(f"eval.lidar.samples={config.eval.lidar.samples} and eval.lidar.views="
+                      f"{config.eval.lidar.views} must both be >= 2 (LiDAR compares views of several images)")

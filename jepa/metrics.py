@@ -108,3 +108,81 @@ def _eta(seconds):
   m, s = divmod(int(seconds), 60)
   h, m = divmod(m, 60)
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class CollapseAlarm:
+  r"""Warns when a collapse monitor falls below a fraction of its early value.
+
+  For each watched metric m (e.g. target_feature_std, embedding_std, rankme, probe/lidar/trained) the early
+  value is the mean of its first `early_logs` logged values, e_m; the alarm threshold is fraction * e_m. An
+  alarm fires on each downward crossing: at the first logged value v < fraction * e_m, and again only after
+  the metric has recovered to >= the threshold and fallen below it once more (a metric that stays low raises
+  one alarm, not one per log). No alarm can fire before the early value is known.
+
+  `observe(step, metrics)` returns the alarms of this row as dicts {metric, step, value, early, threshold};
+  rows can be replayed (e.g. from metrics.jsonl on resume) to rebuild the state without re-reporting.
+  """
+
+  def __init__(self, metrics, *, fraction, early_logs=3):
+    self.metrics = tuple(metrics)
+    self.fraction = float(fraction)
+    self.early_logs = int(early_logs)
+    self._seen = {m: [] for m in self.metrics}
+    self._below = {m: False for m in self.metrics}
+    self.alarms = []
+
+  def early(self, metric):
+    seen = self._seen[metric]
+    return float(np.mean(seen)) if len(seen) >= self.early_logs else None
+
+  def observe(self, step, metrics):
+    fired = []
+    if self.fraction <= 0:
+      return fired
+    for m in self.metrics:
+      if m not in metrics:
+        continue
+      value = float(np.asarray(metrics[m]))
+      if value != value:  # NaN: not a value to compare (the NaN guard reports it).
+        continue
+      early = self.early(m)
+      if early is None:
+        self._seen[m].append(value)
+        continue
+      threshold = self.fraction * early
+      below = value < threshold
+      if below and not self._below[m]:
+        alarm = {"metric": m, "step": int(step), "value": value, "early": early, "threshold": threshold}
+        fired.append(alarm)
+        self.alarms.append(alarm)
+      self._below[m] = below
+    return fired
+
+
+def alarm_line(alarm, fraction):
+  """The console WARNING line of one CollapseAlarm alarm."""
+  return (f"WARNING: collapse alarm at step {alarm['step']}: {alarm['metric']} = {alarm['value']:.4g} fell below "
+          f"{fraction:g} x its early value {alarm['early']:.4g} (threshold {alarm['threshold']:.4g})")
+
+
+def alarm_row(alarm):
+  """The metrics.jsonl / TensorBoard entries of an alarm (numbers only, keyed under alarm/<metric>)."""
+  m = alarm["metric"]
+  return {f"alarm/{m}": alarm["value"], f"alarm/{m}/early": alarm["early"],
+          f"alarm/{m}/threshold": alarm["threshold"]}
+
+
+def read_jsonl(path):
+  """The rows of a metrics.jsonl (half-written lines skipped); [] if the file does not exist."""
+  rows = []
+  if not os.path.exists(path):
+    return rows
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(row, dict) and "step" in row:
+        rows.append(row)
+  return rows

@@ -2,7 +2,8 @@
 
 config → distributed init → mesh → data iterator (this process's shard) → abstract init → shardings →
 sharded init → jitted train step (donated state, compiled once) → restore the latest checkpoint if any →
-loop: step, log, periodic eval, periodic checkpoint, preemption → final checkpoint → probes → report.
+loop: step, log (with the collapse alarm), periodic eval, periodic checkpoint, preemption → final checkpoint →
+evaluators (probes, kNN, few-shot, RankMe, LiDAR, the method's own) → pictures and report.md.
 
 The train state is a plain pytree of arrays, so it shards, donates and checkpoints without special cases:
   step            int32, the number of updates done
@@ -37,8 +38,7 @@ from jepa import parallel
 from jepa.data import pipeline
 from jepa.data import sources
 from jepa.errors import ConfigError, JepaError
-from jepa.evaluation import attentive_probe
-from jepa.evaluation import linear_probe
+from jepa.evaluation import evaluators as evaluators_lib
 from jepa.methods import get_method
 
 
@@ -57,29 +57,8 @@ def _preemption_service_active():
           and getattr(state, "preemption_sync_manager", None) is not None)
 
 
-def _pool(x):
-  return x.mean(axis=1) if x.ndim == 3 else x
-
-
-def _linear(config, xt, yt, xe, ye, num_classes):
-  """Logistic regression on features; tokens [N, T, D] are average-pooled first."""
-  del config
-  return linear_probe.linear_probe(_pool(xt), yt, _pool(xe), ye, num_classes)["accuracy"]
-
-
-def _attentive(config, xt, yt, xe, ye, num_classes):
-  """Attentive classifier on tokens [N, T, D] (config.eval.attentive)."""
-  if xt.ndim != 3:
-    raise ConfigError(f"the attentive probe needs tokens [B, N, D] from method.features, got {xt.shape[1:]}; "
-                      "return tokens or list only the 'linear' probe in the method's `probes`")
-  a = config.eval.attentive
-  return attentive_probe.attentive_probe(xt, yt, xe, ye, num_classes, variant=a.variant, depth=a.depth,
-                                         heads=a.heads, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                         weight_decay=a.weight_decay, seed=config.seed)["accuracy"]
-
-
-# Probes a method can list in `Method.probes`: fn(config, train x, train y, eval x, eval y, num_classes) -> acc.
-PROBES = {"linear": _linear, "attentive": _attentive}
+# Probes a method can list in `Method.probes` (evaluators of jepa/evaluation/evaluators.py).
+PROBES = ("linear", "attentive")
 
 
 def _flat(probes):
@@ -95,9 +74,12 @@ class Trainer:
     parallel.maybe_initialize_distributed(config.distributed)
     self.is_main = jax.process_index() == 0
     self.verbose = verbose and self.is_main
+    self.num_devices = jax.device_count()
     config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
     self.method = get_method(config)
     self.method.validate()
+    evaluators_lib.resolve(config.eval.evaluators, self.method.probes)  # An unknown name fails here.
+    self.eval_seconds = {}  # Wall time per evaluator, summed over evaluations (for the report).
     self.mesh = parallel.make_mesh(config.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.num_steps = config.train.num_steps
@@ -121,7 +103,7 @@ class Trainer:
     self.train_step = jax.jit(self._train_step, in_shardings=(self.state_shardings, self.batch_sharding),
                               out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
                               donate_argnums=0)
-    self._features = jax.jit(self._features_fn, out_shardings=parallel.replicated(self.mesh))
+    self._applied = {}  # jitted fn(state, images) per feature function (see `extract`)
 
   # --- state --------------------------------------------------------------------------------------------------
   def _init_state(self, seed):
@@ -240,25 +222,38 @@ class Trainer:
     return new_state, metrics
 
   # --- features for probes ------------------------------------------------------------------------------------
-  def _features_fn(self, state, images):
-    model = nnx.merge(self.graphdef, state["params"], state["model_state"])
-    model.eval()
-    target = self._target(state)
-    if target is not None:
-      target.eval()
-    return self.method.features(model, target, images).astype(jnp.float32)
+  def _apply(self, fn):
+    """jit of (state, images) -> fn(model, target, images) in float32, replicated; one per function."""
+    if fn not in self._applied:
 
-  def extract(self, state, source, max_examples):
-    """Frozen features and labels of up to `max_examples` of `source`, in order."""
+      def apply(state, images):
+        model, target = self.eval_models(state)
+        return fn(model, target, images).astype(jnp.float32)
+
+      self._applied[fn] = jax.jit(apply, out_shardings=parallel.replicated(self.mesh))
+    return self._applied[fn]
+
+  def extract(self, state, source, max_examples, *, example_fn=None, fn=None, batch_size=None):
+    """Frozen features and labels of up to `max_examples` of `source`, in order.
+
+    Args:
+      state: the train state.
+      source: examples; a fixed subset of `max_examples` is used (0 = all).
+      max_examples: see `source`.
+      example_fn: per-example transform (default: the method's eval transform).
+      fn: fn(model, target, images) -> features (default: `method.features`, read at call time).
+      batch_size: global batch (default eval.batch_size), a multiple of the device count.
+    """
     source = sources.fixed_subset(source, max_examples)
+    example_fn = self.method.example_fn(train=False) if example_fn is None else example_fn
+    apply = self._apply(self.method.features if fn is None else fn)
     feats, labels, order = [], [], []
-    local_eval_batch = self.config.eval.batch_size // jax.process_count()
+    local_eval_batch = (batch_size or self.config.eval.batch_size) // jax.process_count()
     rank, count = jax.process_index(), jax.process_count()
-    for j, batch in enumerate(pipeline.eval_batches(source, self.method.example_fn(train=False),
-                                                    batch_size=local_eval_batch, process_index=rank,
-                                                    process_count=count)):
+    for j, batch in enumerate(pipeline.eval_batches(source, example_fn, batch_size=local_eval_batch,
+                                                    process_index=rank, process_count=count)):
       images = parallel.global_batch({"image": batch["image"]}, self.batch_sharding)["image"]
-      out = np.asarray(self._features(state, images))
+      out = np.asarray(apply(state, images))
       # Labels, padding mask and source index travel the same way as the images (a global array, then to
       # every host), so they line up with the feature rows whatever the mesh's device order; eval_batches gives
       # process p the examples p, p + count, ..., and sorting by index returns features in source order, so
@@ -272,14 +267,24 @@ class Trainer:
     order = np.argsort(np.concatenate(order), kind="stable")
     return np.concatenate(feats)[order], np.concatenate(labels)[order]
 
-  def evaluate(self, state, *, random_baseline=None):
-    """Probes the frozen features of the trained state (and of a random init, side by side).
+  def _lidar_views(self, state, eval_source):
+    """Features [n, q, ...] of q views (Method.view_fn) of n fixed eval images (see evaluators.py)."""
+    c = self.config.eval.lidar
+    images = sources.fixed_subset(eval_source, c.samples)
+    feats, _ = self.extract(state, evaluators_lib.RepeatedSource(images, c.views), 0,
+                            example_fn=self.method.view_fn())
+    return feats.reshape(len(images), c.views, *feats.shape[1:])
 
-    Runs every probe in `method.probes` (see `PROBES`) on the same extracted features and returns
-    {probe: {'trained': held-out accuracy, 'random_init': ...}}.
+  def evaluate(self, state, *, random_baseline=None):
+    """Runs the evaluators of eval.evaluators on the frozen features of the trained state (and of a random
+    init, side by side) and the method's own (extra_evaluations).
+
+    Returns {result: {'trained': value, 'random_init': ...}}: held-out accuracies ('linear', 'knn',
+    'few_shot_10', ...) and effective ranks ('rankme', 'lidar'); see jepa/evaluation/evaluators.py.
     """
     cfg = self.config.eval
     random_baseline = cfg.random_baseline if random_baseline is None else random_baseline
+    names = evaluators_lib.resolve(cfg.evaluators, self.method.probes)
     eval_source = sources.get_source(self.config.data, "eval")
     num_classes = self.train_source.num_classes
     results = {}
@@ -289,8 +294,13 @@ class Trainer:
     for name, st in candidates.items():
       xt, yt = self.extract(st, self.train_source, cfg.max_train_examples)
       xe, ye = self.extract(st, eval_source, cfg.max_eval_examples)
-      for kind in self.method.probes:
-        results.setdefault(kind, {})[name] = PROBES[kind](self.config, xt, yt, xe, ye, num_classes)
+      data = evaluators_lib.EvalData(self.config, xt, yt, xe, ye, num_classes,
+                                     views=functools.partial(self._lidar_views, st, eval_source))
+      for evaluator in names:
+        t0 = time.perf_counter()
+        for key, value in evaluators_lib.REGISTRY[evaluator](data).items():
+          results.setdefault(key, {})[name] = value
+        self.eval_seconds[evaluator] = self.eval_seconds.get(evaluator, 0.0) + time.perf_counter() - t0
       # The method's own evaluators (IWM: MRR), beside the probes and in the same layout.
       for key, value in self.method.extra_evaluations(self, st).items():
         results.setdefault(key, {})[name] = value
@@ -326,6 +336,14 @@ class Trainer:
     # Rows after `step` in metrics.jsonl come from a run that died before its next checkpoint; the writer
     # drops them because this run logs those steps again (one row per logged step, as uninterrupted).
     writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, start_step=step)
+    self.alarm = metrics_lib.CollapseAlarm(
+        tuple(self.method.collapse_monitors) + ("probe/rankme/trained", "probe/lidar/trained"),
+        fraction=tcfg.collapse_alarm, early_logs=tcfg.collapse_alarm_logs)
+    if step and self.is_main:
+      # A resumed run rebuilds the early values (and its earlier alarms) from the rows kept in metrics.jsonl.
+      for row in metrics_lib.read_jsonl(os.path.join(self.workdir, "metrics.jsonl")):
+        self.alarm.observe(row["step"], row)
+    start_time = time.perf_counter()
 
     stop_signal = []
     # Multi-host runs with JAX's preemption service: it owns SIGTERM and agrees a common step across hosts
@@ -356,7 +374,8 @@ class Trainer:
         if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
           probe = _flat(self.evaluate(state, random_baseline=False))
           writer.write(step, probe, prefix="probe/")
-          self._log(f"step {step} probes: {probe}")
+          self._log(f"step {step} evaluations: " + ", ".join(f"{k} {v:.4g}" for k, v in probe.items()))
+          self._check_alarms(step, {f"probe/{k}": v for k, v in probe.items()}, writer)
         # Called every step on every host, as JAX's preemption sync protocol requires.
         preempted = ckpt.reached_preemption(step)
         if stop_signal or preempted or step == stop_at:
@@ -377,19 +396,42 @@ class Trainer:
       ckpt.close()
 
     self.state = state
-    results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"])}
+    results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"]),
+               "train_time_s": time.perf_counter() - start_time}  # This process's loop, checkpoints included.
+    probes = {}
     if cfg.eval.probe:
+      t0 = time.perf_counter()
       probes = self.evaluate(state)
+      results["evaluation_time_s"] = time.perf_counter() - t0
       writer.write(step, _flat(probes), prefix="probe/")
-      for kind, accs in probes.items():
-        results[f"{kind}_probe" if kind in PROBES else kind] = accs
-        line = " | ".join(f"{k} {v:.4f}" for k, v in accs.items())
+      for kind, values in probes.items():
+        results[f"{kind}_probe" if kind in PROBES else kind] = values
+        line = " | ".join(f"{k} {v:.4f}" for k, v in values.items())
         self._log(f"{kind} probe accuracy (held-out split): {line}" if kind in PROBES else f"{kind}: {line}")
     writer.close()
+    results["alarms"] = list(self.alarm.alarms)
+    if cfg.eval.pictures:
+      t0 = time.perf_counter()
+      from jepa import pictures  # pylint: disable=import-outside-toplevel  (matplotlib only when drawing)
+      results["pictures"] = pictures.write_pictures(self, state, alarms=self.alarm.alarms)
+      results["pictures_time_s"] = time.perf_counter() - t0
     if self.is_main:
       with open(os.path.join(self.workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
+      if cfg.eval.report:
+        from jepa import report  # pylint: disable=import-outside-toplevel
+        path = report.write_report(self.workdir, cfg, results, probes, eval_seconds=self.eval_seconds,
+                                   fraction=cfg.train.collapse_alarm)
+        self._log(f"wrote {path}" + (f" and {len(results['pictures'])} pictures in "
+                                     f"{os.path.join(self.workdir, 'pictures')}" if results.get("pictures") else ""))
     return results
+
+  def _check_alarms(self, step, metrics, writer):
+    """Feeds a logged row to the collapse alarm; a crossing prints a WARNING and writes an alarm row."""
+    for alarm in self.alarm.observe(step, metrics):
+      if self.is_main:
+        print(metrics_lib.alarm_line(alarm, self.alarm.fraction), flush=True)
+      writer.write(step, metrics_lib.alarm_row(alarm))
 
   def _meta(self, step):
     return {"step": int(step), "method": self.config.method, "config": self.config.to_json_best_effort()}
@@ -419,6 +461,7 @@ class Trainer:
       averaged["corrupt_skipped"] = int(count)
     averaged.update(progress.report(step, averaged))
     writer.write(step, averaged)
+    self._check_alarms(step, averaged, writer)
 
   def _log(self, message):
     if self.verbose:

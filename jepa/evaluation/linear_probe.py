@@ -5,6 +5,9 @@ Features are standardised with the training statistics. The L2 strength is picke
 the evaluation split, which the selection never sees.
 
   minimise  mean_i CE(W x_i + b, y_i) + l2 * ||W||^2
+
+`_fit` takes per-row weights (the mean is sum_i w_i CE_i / sum_i w_i), so that callers can pad a small
+training set with zero-weight rows to a shape that is already compiled (few_shot.py).
 """
 import functools
 
@@ -14,13 +17,19 @@ import numpy as np
 import optax
 
 
+def _fit(x, y, l2, *, num_classes, steps, weights=None):
+  weights = jnp.ones(x.shape[:1], jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+  return _fit_weighted(x, y, weights, l2, num_classes=num_classes, steps=steps)
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit(x, y, l2, *, num_classes, steps):
+def _fit_weighted(x, y, weights, l2, *, num_classes, steps):
   params = {"w": jnp.zeros((x.shape[1], num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
 
   def objective(p):
     logits = x @ p["w"] + p["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + l2 * jnp.sum(p["w"] ** 2)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(weights * ce) / jnp.sum(weights) + l2 * jnp.sum(p["w"] ** 2)
 
   opt = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
@@ -39,12 +48,28 @@ def _accuracy(params, x, y):
   return float(np.mean(np.argmax(np.asarray(x @ params["w"] + params["b"]), axis=1) == y))
 
 
+def standardiser(train_x):
+  """fn(a) -> (a - mean) / (std + 1e-6) as float32, with the statistics of `train_x` [N, F]."""
+  train_x = np.asarray(train_x, np.float64)
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  return lambda a: jnp.asarray((np.asarray(a, np.float64) - mean) / std, jnp.float32)
+
+
+def fit_and_score(train_x, train_y, eval_x, eval_y, num_classes, *, l2, steps=200, weights=None):
+  """Eval accuracy of the probe fitted on (train_x, train_y) with a given L2 strength (no selection).
+
+  Inputs are used as given (standardise them first, e.g. with `standardiser`); `weights` [N] weigh the
+  training rows (None: all 1; rows of weight 0 do not count).
+  """
+  params = _fit(jnp.asarray(train_x, jnp.float32), jnp.asarray(train_y, jnp.int32), jnp.float32(l2),
+                num_classes=num_classes, steps=steps, weights=weights)
+  return _accuracy(params, jnp.asarray(eval_x, jnp.float32), np.asarray(eval_y))
+
+
 def linear_probe(train_x, train_y, eval_x, eval_y, num_classes, *, l2_grid=(1e-5, 1e-4, 1e-3, 1e-2),
                  steps=200):
   """Returns {'accuracy': eval top-1, 'l2': chosen strength, 'train_accuracy': ...}."""
-  train_x = np.asarray(train_x, np.float64)
-  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-  norm = lambda a: jnp.asarray((np.asarray(a, np.float64) - mean) / std, jnp.float32)
+  norm = standardiser(train_x)
   xt, xe = norm(train_x), norm(eval_x)
   yt, ye = jnp.asarray(train_y, jnp.int32), np.asarray(eval_y)
 

@@ -13,11 +13,21 @@ A method says what differs between JEPAs and nothing else:
   - `validate()`: method-specific config checks that raise one-line ConfigErrors;
   - `extra_evaluations(trainer, state)`: the method's own evaluators (IWM: MRR), {name: value}, logged by
     Trainer.evaluate beside the probes; none by default.
+Hooks for seeing what the model learns (all optional; jepa/pictures.py, jepa/evaluation/evaluators.py):
+  - `collapse_monitors`: training metrics watched by the collapse alarm (train.collapse_alarm), those of
+    them that the method logs;
+  - `view_fn()`: fn(example, rng) -> {'image', 'label'}: one view from the method's training augmentation,
+    shaped like an eval input (LiDAR's views); by default the 'image' of the training example;
+  - `pictures(example, rng)`: rows of jepa.plots.Panel showing what the method trains on (the input with its
+    context / target patches, views, crops); none by default;
+  - `token_grid()` and `patch_tokens(model, target, images)`: the patch grid and the tokens [B, N, D] whose
+    PCA is drawn as RGB; None (no PCA picture) by default.
 """
 import abc
 
 import numpy as np
 
+from jepa import plots  # noqa: F401  (re-exported for methods)
 from jepa import schedules
 from jepa.errors import ConfigError  # noqa: F401  (re-exported for methods)
 from jepa.data import augment
@@ -28,6 +38,8 @@ class Method(abc.ABC):
 
   ema_target = None  # Name of the submodule followed by the EMA target, or None.
   probes = ("linear",)  # Probes run by Trainer.evaluate on `features`.
+  # Collapse monitors for train.collapse_alarm; the alarm watches those the method's loss logs.
+  collapse_monitors = ("target_feature_std", "embedding_std", "rankme")
 
   def __init__(self, config):
     self.config = config
@@ -56,6 +68,38 @@ class Method(abc.ABC):
     """{name: float} from the method's own evaluators on `state` (a jepa.train.Trainer state); none here."""
     del trainer, state
     return {}
+
+  # --- pictures and views (optional hooks) -----------------------------------------------------------------
+  def view_fn(self):
+    """fn(example, rng) -> {'image', 'label'}: one training-augmentation view shaped like an eval input.
+
+    The default keeps the 'image' of the training example (the masks it also draws are not applied).
+    """
+    train_fn = self.example_fn(train=True)
+
+    def fn(example, rng):
+      out = train_fn(example, rng)
+      return {"image": out["image"], "label": out["label"]}
+
+    return fn
+
+  def pictures(self, example, rng):
+    """Rows of jepa.plots.Panel showing one example as the method trains on it; [] draws nothing."""
+    del example, rng
+    return []
+
+  def token_grid(self):
+    """The patch grid (h, w) or (t, h, w) of `patch_tokens`, or None when there is no PCA picture."""
+    return None
+
+  def patch_tokens(self, model, target, images):
+    """Patch tokens [B, N, D] (row-major over `token_grid()`) of the encoder the probes read."""
+    raise NotImplementedError(f"{type(self).__name__} draws no PCA picture (token_grid() is None)")
+
+  def display(self, image):
+    """A normalised image (or clip) back in [0, 1] for drawing."""
+    data = self.config.data
+    return np.clip(np.asarray(image) * np.asarray(data.std) + np.asarray(data.mean), 0.0, 1.0)
 
   # --- shared helpers ---------------------------------------------------------------------------------------
   def schedules(self, num_steps):

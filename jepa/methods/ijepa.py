@@ -12,6 +12,7 @@ from flax import nnx
 
 from jepa import losses
 from jepa import masks as masks_lib
+from jepa import plots
 from jepa.data import augment
 from jepa.methods import base
 from jepa.models import factory
@@ -101,6 +102,25 @@ class IJEPA(base.Method):
     """Average-pooled tokens of the frozen target encoder (the I-JEPA linear-probe protocol)."""
     del model
     return target(images).mean(axis=1)
+
+  # --- pictures ---------------------------------------------------------------------------------------------
+  def pictures(self, example, rng):
+    """The training view, and on it the context and each target block: exactly the tokens of the batch, so
+    blocks longer than the fixed target size show the patches left out by the subsampling (jepa/masks.py)."""
+    out = self.example_fn(train=True)(example, rng)
+    image = self.display(out["image"])
+    layers = [("context", out["context_idx"][out["context_valid"]])]
+    layers += [(f"target {m + 1}", idx[valid]) for m, (idx, valid) in
+               enumerate(zip(out["target_idx"], out["target_valid"]))]
+    return [[plots.Panel(image, "training view"),
+             plots.Panel(image, "context + targets", cell=self.config.model.patch_size, layers=tuple(layers))]]
+
+  def token_grid(self):
+    return self.grid()
+
+  def patch_tokens(self, model, target, images):
+    del model
+    return target(images)
 
 
 METHOD = IJEPA

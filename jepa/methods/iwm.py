@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jepa import losses
+from jepa import plots
 from jepa.data import iwm_views
 from jepa.evaluation import mrr as mrr_lib
 from jepa.methods import base
@@ -116,6 +117,27 @@ class IWM(base.Method):
     """Average-pooled tokens of the frozen target encoder (as for I-JEPA)."""
     del model
     return target(images).mean(axis=1)
+
+  # --- pictures ---------------------------------------------------------------------------------------------
+  def pictures(self, example, rng):
+    """The target view y with the predicted positions, and the source view x with the context the encoder
+    sees and the same positions (masked there); the action is in the title."""
+    out = self.example_fn(train=True)(example, rng)
+    p = self.config.model.patch_size
+    ctx = ("context", out["context_idx"][out["context_valid"]])
+    tgt = ("target", out["target_idx"][0][out["target_valid"][0]])
+    action = " ".join(f"{v:+.2f}" for v in out["action"][:4])
+    flags = " ".join(name for name, v in zip(iwm_views.ACTION_NAMES[4:], out["action"][4:]) if v)
+    return [[plots.Panel(self.display(out["image"]), "target view y", cell=p, layers=(tgt,)),
+             plots.Panel(self.display(out["source"]), f"source x, a=({action}) {flags}", cell=p,
+                         layers=(ctx, tgt))]]
+
+  def token_grid(self):
+    return self.grid()
+
+  def patch_tokens(self, model, target, images):
+    del model
+    return target(images)
 
   # --- MRR --------------------------------------------------------------------------------------------------
   def mrr_outputs(self, model, target, batch):

@@ -201,5 +201,28 @@ class LeJEPA(base.Method):
     del target
     return model.embed(images)
 
+  # --- pictures and LiDAR's views (hooks of jepa/methods/base.py) -------------------------------------------
+  def view_fn(self):
+    """One global view (crop and photometric augmentations at data.image_size) per call."""
+    data, cfg = self.config.data, self.config.lejepa
+    return lambda example, rng: {"image": self._view(augment.to_rgb(example["image"]), rng, data.image_size,
+                                                     cfg.global_scale), "label": np.int32(example["label"])}
+
+  def pictures(self, example, rng):
+    """The eval view, then the global and the local views of the training example (at their own sizes)."""
+    out = self.example_fn(train=True)(example, rng)
+    row = [base.plots.Panel(self.display(self.eval_example_fn()(example, None)["image"]), "image")]
+    row += [base.plots.Panel(self.display(v), f"global {i + 1}") for i, v in enumerate(out["global_views"])]
+    row += [base.plots.Panel(self.display(v), f"local {i + 1}") for i, v in enumerate(out.get("local_views", []))]
+    return [row]
+
+  def token_grid(self):
+    side = self.config.data.image_size // self.config.model.patch_size
+    return (side, side) if self.config.lejepa.backbone == "vit" else None
+
+  def patch_tokens(self, model, target, images):
+    del target
+    return model.backbone(images)
+
 
 METHOD = LeJEPA

@@ -26,6 +26,7 @@ import numpy as np
 
 from jepa import losses
 from jepa import masks as masks_lib
+from jepa import plots
 from jepa.data import augment
 from jepa.data import video
 from jepa.methods import base
@@ -134,6 +135,34 @@ class VJEPA(base.Method):
 
   def features(self, model, target, images):
     """All tokens [B, N, D] of the frozen target encoder (the attentive-probe protocol)."""
+    del model
+    return target(images)
+
+  # --- pictures ---------------------------------------------------------------------------------------------
+  def pictures(self, example, rng):
+    """One row per mask group: every frame of the training clip with the group's context and target tubes
+    (frame f shows the tubelet slice f // tubelet_size of the 3D masks)."""
+    out = self.example_fn(train=True)(example, rng)
+    clip = self.display(out["image"])                                # [T, H, W, 3]
+    t_grid, h, w = self.grid()
+    tubelet = self.config.model.tubelet_size
+    rows = []
+    for g in range(out["context_idx"].shape[0]):
+      ctx = out["context_idx"][g][out["context_valid"][g]]
+      tgt = out["target_idx"][g][out["target_valid"][g]]
+      row = []
+      for f in range(clip.shape[0]):
+        t = f // tubelet
+        in_slice = lambda idx: idx[idx // (h * w) == t] - t * h * w  # pylint: disable=cell-var-from-loop
+        row.append(plots.Panel(clip[f], f"group {g} frame {f}", cell=self.config.model.patch_size,
+                               layers=(("context", in_slice(ctx)), ("target", in_slice(tgt)))))
+      rows.append(row)
+    return rows
+
+  def token_grid(self):
+    return self.grid()
+
+  def patch_tokens(self, model, target, images):
     del model
     return target(images)
 
