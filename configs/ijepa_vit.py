@@ -10,7 +10,8 @@ Presets (the text after ':'):
                2048, 300 epochs x 625 steps, 40 warmup epochs, lr 2e-4 -> 1e-3 -> 1e-6 cosine, wd 0.04 -> 0.4,
                EMA 0.996 -> 1.0, predictor 12 x 384, crop scale (0.3, 1.0), no flip, bf16.
   cifar10      CIFAR-10 train (packed JPEG from ../shared/data), 32 px, patch 4, the default's model.
-  tiny         A seconds-long run for tests.
+  tiny         A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
+               them on where they check them).
 """
 from jepa import config as common
 
@@ -57,7 +58,8 @@ def _tiny(c):
   c.masks.update(min_context=2)
   c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2)
   c.optim.update(warmup_steps=2)
-  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128,
+                evaluators="probes", pictures=False, report=False)
 
 
 PRESETS = {"": _default, "in1k_vith14": _in1k_vith14, "cifar10": _cifar10, "tiny": _tiny}

@@ -18,7 +18,8 @@ Presets (the text after ':'):
                EMA 0.996 -> 1.0), L2 loss, jitter 0.4/0.4/0.2/0.1 (p 0.8) on both views, blur / grayscale /
                solarize 0.2 on the source, 4 blocks of 15-20%, feature conditioning, predictor 18 x 384
                (IWM-Equi; --config.model.predictor.depth=12 for IWM-Inv), MRR with the paper's bank of 256.
-  tiny         A seconds-long run for tests.
+  tiny         A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
+               them on where they check them).
 
 The paper's batch size, warmup and schedules are not all stated; in1k_vitb16 takes I-JEPA's (its code base).
 Its solarize probability is given as 0.1 in one place and 0.2 in another; we use 0.2.
@@ -90,7 +91,8 @@ def _tiny(c):
   c.masks.update(min_context=2)
   c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2)
   c.optim.update(warmup_steps=2)
-  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128,
+                evaluators="probes", pictures=False, report=False)
   c.iwm.update(mrr_bank_size=4, mrr_images=16, mrr_batch_size=8)
 
 

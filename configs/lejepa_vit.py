@@ -38,7 +38,8 @@ Presets (the text after ':'):
                     epochs, 10 of them warmup; with LeJEPA's objective and optimiser (lam 0.05 convex, 1024
                     slices, AdamW lr 5e-4, wd 5e-4 constant, cosine to lr/1000) instead of EB-JEPA's LARS.
                     Data: ../shared/data/cifar10/train.npz; validation is the 10% carve-out.
-  tiny              A seconds-long run for tests.
+  tiny              A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
+                    them on where they check them).
 """
 from jepa import config as common
 
@@ -118,7 +119,8 @@ def _tiny(c):
                   num_slices=16)
   c.train.update(batch_size=8, num_steps=3, log_every=1, checkpoint_every=0)
   _lejepa_optim(c, lr=5e-4, weight_decay=0.05, warmup_steps=2)
-  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128, random_baseline=False)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=128, random_baseline=False,
+                evaluators="probes", pictures=False, report=False)
 
 
 PRESETS = {"": _default, "in1k_vith14": _in1k_vith14, "imagenette_vits8": _imagenette_vits8,

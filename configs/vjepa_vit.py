@@ -28,7 +28,8 @@ Presets (the text after ':'):
                  here the plain one; both mask groups share mask token 0 there, here each has its own; its
                  64-frame linear-decay cooldown has no schedule here; the probe is one head, not the best of
                  a 20-head lr / wd sweep.
-  tiny           A seconds-long run for tests.
+  tiny           A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
+                 them on where they check them).
 """
 from jepa import config as common
 
@@ -114,7 +115,8 @@ def _tiny(c):
   c.masks.update(min_context=1)
   c.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=2)
   c.optim.update(warmup_steps=2, grad_clip=10.0, clip_after_warmup=True)
-  c.eval.update(batch_size=64, max_train_examples=128, max_eval_examples=64)
+  c.eval.update(batch_size=64, max_train_examples=128, max_eval_examples=64,
+                evaluators="probes", pictures=False, report=False)
   c.eval.attentive.update(epochs=1, batch_size=32)
 
 

@@ -14,7 +14,10 @@ read back and checked cell by cell:
     order of first appearance in the figure, so one name has one colour in every panel;
   - in a panel with layers, patches in no layer (neither seen nor predicted) are washed out to light grey.
 
-Titles and the legend are drawn as text in strips that hold no panel pixels.
+Layout: rows of panels start at y = HEADER; each row has a TITLE strip, then its panels side by side from
+x = PAD with PAD pixels between them, then PAD pixels. The canvas is as wide as the widest row plus PAD, and
+at least as wide as the legend (`swatch_width` per layer name, after PAD) and the title (`TITLE_CHAR` pixels
+per character, after PAD). Titles and the legend are drawn as text in strips that hold no panel pixels.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ PALETTE = ((255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (227, 
 PAD = 8          # pixels between panels and around the canvas
 TITLE = 14       # pixel height of the title strip above each row of panels
 HEADER = 30      # pixel height of the strip at the top (figure title, then the legend)
+TITLE_CHAR = 6   # pixels reserved per character of the figure title
 DPI = 100
 CURVE_COLUMNS, CURVE_W, CURVE_H = 4, 300, 240   # metric curves: 4 subplots per row, 300 x 240 px each
 
@@ -108,12 +112,17 @@ def draw_panel(panel: Panel, scale: int, colours) -> np.ndarray:
   return np.round(img).astype(np.uint8)
 
 
-def compose(rows: Sequence[Sequence[Panel]], scale: int):
+def swatch_width(name):
+  """Pixels the legend entry of a layer name takes."""
+  return 7 * len(name) + 20
+
+
+def compose(rows: Sequence[Sequence[Panel]], scale: int, title: str = ""):
   """(canvas [H, W, 3] uint8, placements [(row, col, x0, y0, panel)], colours) of rows of panels."""
   colours = layer_colours(rows)
   drawn = [[draw_panel(p, scale, colours) for p in row] for row in rows]
   width = max(PAD + sum(d.shape[1] + PAD for d in row) for row in drawn) if drawn else 2 * PAD
-  width = max(width, PAD + sum(_swatch_width(name) for name in colours))
+  width = max(width, PAD + sum(swatch_width(name) for name in colours), PAD + TITLE_CHAR * len(title))
   height = HEADER + sum(TITLE + max(d.shape[0] for d in row) + PAD for row in drawn if row) + PAD
   canvas = np.full((height, width, 3), 255, np.uint8)
   placements = []
@@ -137,13 +146,9 @@ def _figure(width, height):
   return plt, plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
 
 
-def _swatch_width(name):
-  return 7 * len(name) + 20
-
-
 def save_panels(rows: Sequence[Sequence[Panel]], path: str, *, title: str = "", scale: int = 4):
   """Writes the composed panels to `path` (PNG of exactly the canvas size); returns the placements."""
-  canvas, placements, colours = compose(rows, scale)
+  canvas, placements, colours = compose(rows, scale, title)
   height, width = canvas.shape[:2]
   # Legend swatches on the header's second line (pixels), their names as text beside them.
   x = PAD
@@ -151,7 +156,7 @@ def save_panels(rows: Sequence[Sequence[Panel]], path: str, *, title: str = "", 
   for name, colour in colours.items():
     canvas[17:27, x:x + 10] = colour
     swatches.append((x + 13, name))
-    x += _swatch_width(name)
+    x += swatch_width(name)
   plt, fig = _figure(width, height)
   fig.figimage(canvas, xo=0, yo=0, origin="upper", resize=False)
   fig.text(PAD / width, 1 - 2 / height, title, fontsize=8, va="top", ha="left")

@@ -8,7 +8,8 @@ s_i = <x, t_i> / (|x| |t_i|). The k most similar train features N_k(x) vote for 
 
 and the prediction is argmax_c score_c, ties going to the smallest class id. k is capped at the number of train
 features. With T -> 0 the weighted vote becomes 1-NN; with T -> inf it becomes the majority vote. DINO's vote
-is exp(s / T) up to a factor exp(-1/T) shared by every neighbour, which does not change the argmax.
+is exp(s / T) up to a factor exp(-1/T) shared by every neighbour, which does not change the argmax; here the
+shared factor is exp(-s_max / T), s_max the query's largest similarity, so that small T cannot overflow.
 
 The similarities are computed in float32 on the default device, a chunk of eval rows at a time (the train
 matrix stays on the device), so memory is O(chunk x N_train) rather than O(N_eval x N_train).
@@ -31,7 +32,12 @@ def _normalise(x):
 def _predict_chunk(queries, train, train_y, temperature, *, k, num_classes, vote):
   sims = jnp.matmul(queries, train.T, precision=jax.lax.Precision.HIGHEST)       # [Q, N]
   top_sims, top_idx = jax.lax.top_k(sims, k)                                      # [Q, k]
-  weights = jnp.exp(top_sims / temperature) if vote == "weighted" else jnp.ones_like(top_sims)
+  if vote == "weighted":
+    # exp((s - s_max) / T): the factor exp(-s_max / T), shared by the query's neighbours, keeps the weights
+    # finite for small T without changing the argmax.
+    weights = jnp.exp((top_sims - top_sims[:, :1]) / temperature)
+  else:
+    weights = jnp.ones_like(top_sims)
   onehot = jax.nn.one_hot(train_y[top_idx], num_classes, dtype=jnp.float32)      # [Q, k, C]
   return jnp.argmax(jnp.einsum("qk,qkc->qc", weights, onehot), axis=-1)           # first max on ties
 

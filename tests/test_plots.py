@@ -1,0 +1,153 @@
+"""Pictures: mask panels read back from the PNG cell by cell, PCA colours, curve sizes, each method's hooks."""
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa import plots
+from jepa.methods import get_method
+from tests.helpers import load_config
+
+
+def _read(path):
+  with Image.open(path) as im:
+    assert im.format == "PNG"
+    return np.asarray(im.convert("RGB"))
+
+
+def _layout(rows, scale, title=""):
+  """Panel corners and the canvas size from the documented layout (plots.py), computed independently."""
+  names = {name for row in rows for p in row for name, _ in p.layers}
+  width = max(plots.PAD + sum(plots.swatch_width(n) for n in names), plots.PAD + plots.TITLE_CHAR * len(title))
+  corners, y = [], plots.HEADER
+  for row in rows:
+    x = plots.PAD
+    corners.append([])
+    for p in row:
+      corners[-1].append((x, y + plots.TITLE))
+      x += p.image.shape[1] * scale + plots.PAD
+    width = max(width, x)
+    y += plots.TITLE + max(p.image.shape[0] for p in row) * scale + plots.PAD
+  return corners, (y + plots.PAD, width)
+
+
+def _check_cells(pixels, panel, corner, scale, colours_by_name):
+  """Every patch of a layered panel: border pixels in the colour of the last layer holding it, or none."""
+  h, w = panel.image.shape[:2]
+  gw = w // panel.cell
+  s = panel.cell * scale
+  owner = {}
+  for name, idx in panel.layers:
+    for i in np.asarray(idx).reshape(-1):
+      owner[int(i)] = name
+  layer_colours = {tuple(c) for c in colours_by_name.values()}
+  x0, y0 = corner
+  for i in range((h // panel.cell) * gw):
+    r, c = divmod(i, gw)
+    top, left = y0 + r * s, x0 + c * s
+    edge = [pixels[top, left + s // 2], pixels[top + s - 1, left + s // 2], pixels[top + s // 2, left],
+            pixels[top + s // 2, left + s - 1]]
+    if i in owner:
+      for px in edge:
+        assert tuple(px) == tuple(colours_by_name[owner[i]]), (panel.title, i, owner[i], px)
+    else:
+      assert all(tuple(px) not in layer_colours for px in edge), (panel.title, i)
+
+
+def test_mask_picture_pixels_match_the_indices(tmp_path):
+  rng = np.random.default_rng(0)
+  a = rng.uniform(size=(16, 12, 3))
+  b = rng.uniform(size=(8, 8))
+  rows = [[plots.Panel(a, "input"),
+           plots.Panel(a, "masks", cell=4, layers=(("context", [0, 1, 2, 4]), ("target 1", [5, 6, 9]),
+                                                   ("target 2", [9, 10, 11])))],
+          [plots.Panel(b, "video frame", cell=2, layers=(("target 1", [0, 15]), ("context", [5])))]]
+  path = str(tmp_path / "m.png")
+  plots.save_panels(rows, path, title="test", scale=3)
+  pixels = _read(path)
+  corners, size = _layout(rows, 3, "test")
+  assert pixels.shape[:2] == size
+  colours = {"context": plots.CONTEXT_COLOUR, "target 1": plots.PALETTE[0], "target 2": plots.PALETTE[1]}
+  # The unmasked panel is the image enlarged 3x by repetition, pixel for pixel (no interpolation).
+  x0, y0 = corners[0][0]
+  expected = np.repeat(np.repeat(np.round(a * 255).astype(np.uint8), 3, 0), 3, 1)
+  np.testing.assert_array_equal(pixels[y0:y0 + 48, x0:x0 + 36], expected)
+  _check_cells(pixels, rows[0][1], corners[0][1], 3, colours)
+  _check_cells(pixels, rows[1][0], corners[1][0], 3, colours)
+  with pytest.raises(ValueError, match="out of range"):
+    plots.save_panels([[plots.Panel(b, "x", cell=2, layers=(("context", [16]),))]], path)
+
+
+@pytest.mark.parametrize("name", ["ijepa_vit", "vjepa_vit", "iwm_vit", "lejepa_vit"])
+def test_method_pictures_draw_their_masks(name, tmp_path):
+  """Each method's `pictures` hook on a real example: the PNG shows exactly the indices it returned."""
+  config = load_config(name, "tiny")
+  method = get_method(config)
+  from jepa.data import sources  # pylint: disable=import-outside-toplevel
+  example = dict(sources.get_source(config.data, "eval")[0])
+  rows = method.pictures(example, np.random.default_rng(5))
+  assert rows and all(rows)
+  path = str(tmp_path / f"{name}.png")
+  plots.save_panels(rows, path, scale=2)
+  pixels = _read(path)
+  corners, size = _layout(rows, 2)
+  assert pixels.shape[:2] == size
+  colours = plots.layer_colours(rows)
+  layered = [(p, corners[i][j]) for i, row in enumerate(rows) for j, p in enumerate(row) if p.layers]
+  if name == "lejepa_vit":
+    assert not layered and len(rows[0]) == 1 + config.lejepa.num_global + config.lejepa.num_local
+  else:
+    assert layered
+  for panel, corner in layered:
+    _check_cells(pixels, panel, corner, 2, colours)
+  if name == "vjepa_vit":  # one row per mask group, one panel per frame
+    assert len(rows) == len(config.masks.video_blocks) and len(rows[0]) == config.data.num_frames
+  # LiDAR's views have the eval input's shape.
+  view = method.view_fn()(example, np.random.default_rng(1))["image"]
+  assert view.shape == method.example_fn(train=False)(example, None)["image"].shape
+
+
+@pytest.mark.parametrize("name", ["ijepa_vit", "lejepa_vit"])
+def test_patch_tokens_follow_the_grid(name):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  config = load_config(name, "tiny")
+  method = get_method(config)
+  model = method.init_model(nnx.Rngs(0))
+  target = getattr(model, method.ema_target) if method.ema_target else None
+  images = np.zeros((2, config.data.image_size, config.data.image_size, 3), np.float32)
+  tokens = method.patch_tokens(model, target, images)
+  assert tokens.shape[:2] == (2, math.prod(method.token_grid()))
+
+
+def test_pca_rgb_recovers_the_principal_axes():
+  rng = np.random.default_rng(0)
+  q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+  # Zero-mean, mutually orthogonal coordinates: the sample's principal axes are exactly q's first columns.
+  a = rng.standard_normal((400, 3))
+  coords = np.linalg.qr(a - a.mean(0))[0] * [10.0, 3.0, 1.0]
+  tokens = (coords @ q[:, :3].T + 5.0).reshape(4, 10, 10, 8)      # 3 axes of decreasing variance
+  rgb = plots.pca_rgb(tokens)
+  assert rgb.shape == (4, 10, 10, 3) and rgb.min() >= 0 and rgb.max() <= 1
+  flat = rgb.reshape(-1, 3)
+  for k in range(3):
+    inside = (flat[:, k] > 0) & (flat[:, k] < 1)                   # not clipped at the percentiles
+    corr = np.corrcoef(flat[inside, k], coords[inside, k])[0, 1]
+    assert abs(corr) > 0.9999
+
+
+def test_curves_and_evaluations_sizes(tmp_path):
+  rows = [{"step": s, "loss": 1.0 / s, "lr": 1e-3, "target_feature_std": 0.4 - 0.01 * s, "steps_per_s": 3.0}
+          for s in range(1, 6)]
+  rows.append({"step": 5, "probe/knn/trained": 0.5, "probe/knn/random_init": 0.4, "probe/lidar/trained": 3.0})
+  rows.append({"step": 5, "alarm/target_feature_std": 0.35})
+  keys = plots.plot_curves(rows, str(tmp_path / "c.png"),
+                           alarms=[{"metric": "loss", "step": 3, "threshold": 0.2}])
+  assert sorted(keys) == ["loss", "lr", "target_feature_std"]
+  assert _read(tmp_path / "c.png").shape[:2] == (plots.CURVE_H, plots.CURVE_COLUMNS * plots.CURVE_W)
+  names = plots.plot_evaluations(rows, str(tmp_path / "e.png"))
+  assert names == ["knn", "lidar"]
+  assert _read(tmp_path / "e.png").shape[:2] == (plots.CURVE_H, plots.CURVE_COLUMNS * plots.CURVE_W)
+  many = [dict({"step": 1}, **{f"m{i}": float(i) for i in range(9)})]
+  plots.plot_curves(many, str(tmp_path / "d.png"))
+  assert _read(tmp_path / "d.png").shape[:2] == (3 * plots.CURVE_H, plots.CURVE_COLUMNS * plots.CURVE_W)

@@ -1,0 +1,112 @@
+"""Collapse alarm, config checks, and one tiny run end to end: evaluators in the logs, pictures, report.md."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa import config as config_lib
+from jepa import metrics
+from jepa import pictures
+from jepa import train
+from jepa.errors import ConfigError
+from tests.helpers import load_config
+from tests.test_plots import _check_cells, _layout, _read
+
+
+def test_alarm_fires_on_each_downward_crossing():
+  alarm = metrics.CollapseAlarm(("std", "rankme"), fraction=0.5, early_logs=2)
+  values = {1: 0.4, 2: 0.6, 3: 0.3, 4: 0.2, 5: 0.26, 6: 0.24, 7: float("nan"), 8: 0.1}
+  fired = {s: alarm.observe(s, {"std": v, "other": 0.0}) for s, v in values.items()}
+  # early = (0.4 + 0.6) / 2 = 0.5, threshold 0.25: step 3 (0.3) is above it, 4 falls below (fires), 5
+  # recovers, 6 falls again (fires), 7 is NaN (ignored), 8 stays below (no new alarm).
+  assert [s for s, f in fired.items() if f] == [4, 6]
+  a = fired[4][0]
+  assert a["metric"] == "std" and a["value"] == 0.2 and a["early"] == pytest.approx(0.5)
+  assert a["threshold"] == pytest.approx(0.25)
+  assert "WARNING: collapse alarm at step 4: std" in metrics.alarm_line(a, 0.5)
+  assert set(metrics.alarm_row(a)) == {"alarm/std", "alarm/std/early", "alarm/std/threshold"}
+  off = metrics.CollapseAlarm(("std",), fraction=0.0)
+  assert not any(off.observe(s, {"std": v}) for s, v in values.items())
+
+
+def test_config_checks_name_the_key():
+  for key, value, match in [("train.collapse_alarm", 1.5, "train.collapse_alarm"),
+                            ("eval.knn.vote", "soft", "eval.knn.vote"), ("eval.knn.k", 0, "eval.knn.k"),
+                            ("eval.few_shot.shots", (1, -2), "eval.few_shot.shots"),
+                            ("eval.lidar.views", 1, "eval.lidar.views")]:
+    c = load_config("ijepa_vit", "tiny")
+    section, name = key.rsplit(".", 1)
+    c_section = c
+    for part in section.split("."):
+      c_section = c_section[part]
+    c_section[name] = value
+    with pytest.raises(ConfigError, match=match.replace(".", r"\.")):
+      config_lib.validate(c, num_devices=1)
+
+
+def test_tiny_run_writes_evaluations_alarm_pictures_and_report(tmp_path):
+  c = load_config("ijepa_vit", "tiny")
+  default_eval = config_lib.base_config().eval
+  c.eval.update(evaluators=default_eval.evaluators, pictures=True, report=True, random_baseline=False,
+                picture_examples=2)
+  c.eval.lidar.update(samples=16, views=2)
+  c.eval.few_shot.update(trials=1)
+  c.train.update(num_steps=6, log_every=1, checkpoint_every=0, collapse_alarm=0.3, collapse_alarm_logs=3)
+  workdir = str(tmp_path / "run")
+  trainer = train.Trainer(c, workdir, verbose=False)
+  # Watch the learning rate, which warms up then decays: the alarm step follows from the schedule alone.
+  trainer.method.collapse_monitors = ("lr",)
+  lrs = [float(trainer.lr_fn(s)) for s in range(6)]               # logged at steps 1..6
+  early = np.mean(lrs[:3])
+  expected = [s + 1 for s in range(3, 6) if lrs[s] < 0.3 * early]
+  assert expected, "the schedule must cross the threshold for this test to mean anything"
+  results = trainer.run()
+
+  rows = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  final = {k: v for r in rows if r["step"] == 6 for k, v in r.items()}
+  for key in ("linear", "knn", "few_shot_1", "few_shot_10", "few_shot_all", "rankme", "lidar"):
+    assert f"probe/{key}/trained" in final, key
+  for key in ("linear", "knn", "few_shot_1", "few_shot_10", "few_shot_all"):
+    assert 0.0 <= final[f"probe/{key}/trained"] <= 1.0
+  assert 1.0 <= final["probe/lidar/trained"] <= 15.0 + 1e-3        # at most min(F, n - 1) = 15
+  alarm_rows = [r for r in rows if "alarm/lr" in r]
+  assert [r["step"] for r in alarm_rows] == [expected[0]]
+  assert [a["step"] for a in results["alarms"]] == [expected[0]]
+  assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+
+  # Pictures: valid PNGs; the mask picture shows exactly the indices the method's hook gives.
+  assert set(results["pictures"]) == {"curves", "evaluations", "masks", "pca"}
+  for rel in results["pictures"].values():
+    with Image.open(os.path.join(workdir, rel)) as im:
+      assert im.format == "PNG" and im.size[0] > 0
+  subset = pictures._examples(trainer)  # pylint: disable=protected-access
+  rows_drawn = pictures.mask_rows(trainer.method, subset, c.seed)
+  scale = pictures._scale(c.data.image_size)  # pylint: disable=protected-access
+  pixels = _read(os.path.join(workdir, results["pictures"]["masks"]))
+  corners, (height, _) = _layout(rows_drawn, scale)
+  assert pixels.shape[0] == height
+  from jepa import plots  # pylint: disable=import-outside-toplevel
+  colours = plots.layer_colours(rows_drawn)
+  assert set(colours) == {"context", "target 1", "target 2", "target 3", "target 4"}
+  for i, row in enumerate(rows_drawn):
+    for j, panel in enumerate(row):
+      if panel.layers:
+        _check_cells(pixels, panel, corners[i][j], scale, colours)
+  # PCA: one [image, PCA] row per example, each panel image_size * scale pixels.
+  pca = _read(os.path.join(workdir, results["pictures"]["pca"]))
+  side = c.data.image_size * scale
+  assert pca.shape[0] == plots.HEADER + 2 * (plots.TITLE + side + plots.PAD) + plots.PAD
+
+  # The report: config, the evaluation table, the alarm, the pictures by relative path.
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    report = f.read()
+  assert "## Config" in report and "eval.knn.k = 20" in report
+  for key in ("| knn |", "| few_shot_1 |", "| lidar |", "| rankme |", "| linear |"):
+    assert key in report, key
+  assert f"collapse alarm at step {expected[0]}: lr" in report
+  for rel in results["pictures"].values():
+    assert f"]({rel})" in report and os.path.exists(os.path.join(workdir, rel))
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    assert json.load(f)["knn"]["trained"] == pytest.approx(final["probe/knn/trained"])
