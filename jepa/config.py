@@ -170,6 +170,29 @@ def base_config():
   return c
 
 
+def with_defaults(config):
+  """`config` with the keys it lacks taken from base_config() (a config.json saved before they existed).
+
+  Returns `config` itself when nothing is missing, else an unlocked copy with the missing keys added.
+  """
+  reference, values = _flatten(base_config()), _flatten(config)
+  missing = [k for k in reference if k not in values]
+  if not missing:
+    return config
+  out = ml_collections.ConfigDict(config.to_dict())
+  for name in missing:
+    *parents, leaf = name.split(".")
+    node = out
+    for i, p in enumerate(parents):
+      if p not in node:
+        node[p] = ml_collections.ConfigDict()
+      elif not isinstance(node[p], ml_collections.ConfigDict):
+        raise ConfigError(f"config key {'.'.join(parents[:i + 1])} must be a section (it holds {node[p]!r})")
+      node = node[p]
+    node[leaf] = reference[name]
+  return out
+
+
 def apply_preset(config, arg, presets):
   """Applies `presets[arg]` (a function mutating the config); '' is the default."""
   if arg not in presets:
@@ -264,8 +287,8 @@ def validate(config, *, num_devices, process_count=1):
   if min(config.data.std) <= 0:
     raise ConfigError(f"data.std={tuple(config.data.std)} must be positive")
   if not 0.0 <= config.train.collapse_alarm < 1.0:
-    raise ConfigError(f"train.collapse_alarm={config.train.collapse_alarm} must be in [0, 1): a fraction of the "
-                      "early value (0 turns the alarm off)")
+    raise ConfigError(f"train.collapse_alarm={config.train.collapse_alarm} must be in [0, 1): a fraction of "
+                      "the early value (0 turns the alarm off)")
   shots = tuple(config.eval.few_shot.shots)
   if not shots or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shots):
     raise ConfigError(f"eval.few_shot.shots={shots} must be labels per class, integers >= 0 (0 = all)")

@@ -3,11 +3,15 @@ r"""Probe any checkpoint, trained here or converted (jepa.convert), on any confi
   python -m jepa.evaluate --workdir=runs/ijepa
   python -m jepa.evaluate --workdir=runs/ijepa_h14 --probe=attentive --random_baseline \
       --config.data.source=npz --config.data.path=../shared/data/cifar10/train.npz
+  python -m jepa.evaluate --workdir=runs/ijepa --evaluators=knn,few_shot,lidar --pictures
 
 The run's config comes from WORKDIR/config.json (written by jepa.main and jepa.convert) with any
 `--config.*` overrides on top, or from --config=FILE. The model is rebuilt from it, the latest checkpoint's
 state restored (falling back to an older one if the newest is unreadable) and `jepa.train.Trainer.evaluate`
-runs the probes on the frozen features: the method's own probes, or the one named by --probe. Data overrides
+runs the evaluators of eval.evaluators (the method's probes, kNN, few-shot probes, RankMe, LiDAR: see
+jepa/evaluation/evaluators.py) on the frozen features; --probe runs only the probe it names, --evaluators
+replaces the list. --pictures also draws the run's pictures (curves, masks, patch PCA; jepa/pictures.py)
+into WORKDIR/pictures from this checkpoint. Data overrides
 change only what is probed (images are resized to data.image_size, the size the checkpoint was trained at);
 the model fields must stay those of the checkpoint (a mismatch is reported as an unreadable checkpoint).
 
@@ -58,8 +62,9 @@ def _tokens_of_target(model, target, images):
   return target(images)
 
 
-def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False):
-  """Probes the latest checkpoint in `workdir`; returns {'step': int, 'probes': {probe: {name: accuracy}}}.
+def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False, evaluators=None,
+             pictures=False):
+  """Evaluates the latest checkpoint in `workdir`; returns {'step': int, 'probes': {result: {name: value}}}.
 
   Args:
     config: the run's config (e.g. `run_config.load(workdir)`), data fields free to change.
@@ -67,9 +72,19 @@ def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False)
     probe: '' (the method's probes), 'linear' or 'attentive'.
     random_baseline: also probe a randomly initialised model, side by side.
     verbose: print the Trainer's messages.
+    evaluators: a comma-separated list for eval.evaluators; None keeps the config's, or only the probe when
+      `probe` is given.
+    pictures: also write the pictures into WORKDIR/pictures (then under 'pictures' in the result).
   """
   if probe and probe not in PROBES:
     raise ConfigError(f"--probe={probe!r} is unknown; use one of {list(PROBES)}")
+  # pylint: disable=import-outside-toplevel
+  from jepa import config as config_lib
+  config = config_lib.with_defaults(config)
+  if evaluators is None and probe:
+    evaluators = "probes"
+  if evaluators is not None:
+    config.eval.evaluators = evaluators
   trainer, state, _ = restore(config, workdir, verbose=verbose)
   method = trainer.method
   if probe:
@@ -79,7 +94,11 @@ def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False)
       method.features = _tokens_of_target
     method.probes = (probe,)
   results = trainer.evaluate(state, random_baseline=random_baseline)
-  return {"step": int(state["step"]), "probes": results}
+  out = {"step": int(state["step"]), "probes": results}
+  if pictures:
+    from jepa import pictures as pictures_lib  # pylint: disable=import-outside-toplevel
+    out["pictures"] = pictures_lib.write_pictures(trainer, state)
+  return out
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -91,6 +110,10 @@ def _define_flags():
                                   "jepa/run_config.py); --config.* overrides apply to it.", lock_config=True)
   flags.DEFINE_enum("probe", "", ["", *PROBES], "Probe to run; '' = the method's own.")
   flags.DEFINE_bool("random_baseline", False, "Also probe a randomly initialised model of the same config.")
+  flags.DEFINE_string("evaluators", None, "Comma-separated evaluators (probes, linear, attentive, knn, "
+                      "few_shot, rankme, lidar); default: the config's eval.evaluators, or the --probe.")
+  flags.DEFINE_bool("pictures", False,
+                    "Also write the pictures (curves, masks, patch PCA) into WORKDIR/pictures.")
   flags.DEFINE_string("output", "", "JSON file for the results; '' = WORKDIR/evaluation.json.")
   flags.mark_flags_as_required(["workdir"])
 
@@ -119,12 +142,16 @@ def main(argv):
   try:
     if config is None:
       config = run_config.load(f.workdir)
-    out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline, verbose=True)
+    out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline, verbose=True,
+                   evaluators=f.evaluators, pictures=f.pictures)
   except JepaError as e:
     cli.fail(str(e))
-  for kind, accs in out["probes"].items():
-    line = " | ".join(f"{name} {acc:.4f}" for name, acc in accs.items())
-    print(f"{kind} probe accuracy (held-out split) at step {out['step']}: {line}", flush=True)
+  for kind, values in out["probes"].items():
+    line = " | ".join(f"{name} {v:.4f}" for name, v in values.items())
+    what = f"{kind} probe accuracy (held-out split)" if kind in PROBES else kind
+    print(f"{what} at step {out['step']}: {line}", flush=True)
+  for name, rel in out.get("pictures", {}).items():
+    print(f"wrote {os.path.join(f.workdir, rel)}", flush=True)
   path = f.output or os.path.join(f.workdir, "evaluation.json")
   with open(path, "w", encoding="utf-8") as fh:
     json.dump(out, fh, indent=2)

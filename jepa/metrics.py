@@ -161,8 +161,8 @@ class CollapseAlarm:
 
 def alarm_line(alarm, fraction):
   """The console WARNING line of one CollapseAlarm alarm."""
-  return (f"WARNING: collapse alarm at step {alarm['step']}: {alarm['metric']} = {alarm['value']:.4g} fell below "
-          f"{fraction:g} x its early value {alarm['early']:.4g} (threshold {alarm['threshold']:.4g})")
+  return (f"WARNING: collapse alarm at step {alarm['step']}: {alarm['metric']} = {alarm['value']:.4g} fell "
+          f"below {fraction:g} x its early value {alarm['early']:.4g} (threshold {alarm['threshold']:.4g})")
 
 
 def alarm_row(alarm):

@@ -79,7 +79,8 @@ def write_pictures(trainer, state, *, alarms=()):
     tokens, _ = trainer.extract(state, subset, 0, fn=method.patch_tokens, batch_size=count)
   if not trainer.is_main:
     return {}
-  from jepa import plots  # pylint: disable=import-outside-toplevel  (matplotlib only where pictures are drawn)
+  # pylint: disable-next=import-outside-toplevel  (matplotlib only where pictures are drawn)
+  from jepa import plots
   folder = os.path.join(trainer.workdir, FOLDER)
   os.makedirs(folder, exist_ok=True)
   written = {}

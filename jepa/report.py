@@ -78,11 +78,11 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
   rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   train_rows = [r for r in rows if not any(k.startswith(("probe/", "alarm/")) for k in r)]
   out = [f"# Run report: {config.method}", ""]
+  times = {k: _seconds(results.get(f"{k}_time_s")) for k in ("train", "compile", "evaluation", "pictures")}
   out.append(f"Workdir `{os.path.abspath(workdir)}`: step {results.get('step')} of {config.train.num_steps}; "
-             f"training loop {_seconds(results.get('train_time_s'))} (first step, compilation included, "
-             f"{_seconds(results.get('compile_time_s'))}), evaluation {_seconds(results.get('evaluation_time_s'))}"
-             f", pictures {_seconds(results.get('pictures_time_s'))}; {results.get('skipped_steps', 0)} skipped "
-             "steps.")
+             f"training loop {times['train']} (first step, compilation included, {times['compile']}), "
+             f"evaluation {times['evaluation']}, pictures {times['pictures']}; "
+             f"{results.get('skipped_steps', 0)} skipped steps.")
   out += ["", "## Config", ""]
   out += [f"- {line}" for line in _key_lines(config)]
   flat = config_lib._flatten(config)  # pylint: disable=protected-access

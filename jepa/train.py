@@ -69,6 +69,7 @@ class Trainer:
   """Builds everything a run needs from the config; `run()` trains, `evaluate()` probes."""
 
   def __init__(self, config, workdir, *, verbose=True):
+    config = config_lib.with_defaults(config)  # A config.json from before a key existed gets its default.
     self.config = config
     self.workdir = workdir
     parallel.maybe_initialize_distributed(config.distributed)
@@ -422,8 +423,9 @@ class Trainer:
         from jepa import report  # pylint: disable=import-outside-toplevel
         path = report.write_report(self.workdir, cfg, results, probes, eval_seconds=self.eval_seconds,
                                    fraction=cfg.train.collapse_alarm)
-        self._log(f"wrote {path}" + (f" and {len(results['pictures'])} pictures in "
-                                     f"{os.path.join(self.workdir, 'pictures')}" if results.get("pictures") else ""))
+        drawn = results.get("pictures")
+        self._log(f"wrote {path}" + (f" and {len(drawn)} pictures in {os.path.join(self.workdir, 'pictures')}"
+                                     if drawn else ""))
     return results
 
   def _check_alarms(self, step, metrics, writer):

@@ -1,4 +1,5 @@
-"""kNN, few-shot probes and the evaluator registry, against brute-force NumPy references and constructed data."""
+"""kNN, few-shot probes and the evaluator registry, against brute-force NumPy references and constructed
+data."""
 import numpy as np
 import pytest
 
@@ -79,8 +80,9 @@ def test_zero_weight_rows_do_not_change_the_fit():
   pad_x = np.concatenate([x, 50 * rng.standard_normal((13, 4)).astype(np.float32)])
   pad_y = np.concatenate([y, rng.integers(0, 3, 13)])
   w = np.concatenate([np.ones(20), np.zeros(13)]).astype(np.float32)
-  a = linear_probe._fit(x, y, 1e-3, num_classes=3, steps=100)  # pylint: disable=protected-access
-  b = linear_probe._fit(pad_x, pad_y, 1e-3, num_classes=3, steps=100, weights=w)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  a = linear_probe._fit(x, y, 1e-3, num_classes=3, steps=100)
+  b = linear_probe._fit(pad_x, pad_y, 1e-3, num_classes=3, steps=100, weights=w)
   np.testing.assert_allclose(np.asarray(a["w"]), np.asarray(b["w"]), atol=1e-4)
 
 

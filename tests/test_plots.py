@@ -1,4 +1,4 @@
-"""Pictures: mask panels read back from the PNG cell by cell, PCA colours, curve sizes, each method's hooks."""
+"""Pictures: mask panels read back from the PNG cell by cell, PCA colours, curve sizes, the methods' hooks."""
 import math
 
 import numpy as np
@@ -19,7 +19,8 @@ def _read(path):
 def _layout(rows, scale, title=""):
   """Panel corners and the canvas size from the documented layout (plots.py), computed independently."""
   names = {name for row in rows for p in row for name, _ in p.layers}
-  width = max(plots.PAD + sum(plots.swatch_width(n) for n in names), plots.PAD + plots.TITLE_CHAR * len(title))
+  width = max(plots.PAD + sum(plots.swatch_width(n) for n in names),
+              plots.PAD + plots.TITLE_CHAR * len(title))
   corners, y = [], plots.HEADER
   for row in rows:
     x = plots.PAD

@@ -10,7 +10,8 @@ returns {result name: value}; Trainer.evaluate runs them for the trained state a
   knn        cosine kNN, `eval.knn.k` neighbours, DINO's temperature-weighted vote or a plain majority
              (knn.py)                                                               -> knn
   few_shot   the linear probe with a fixed l2 on s labels per class, s in `eval.few_shot.shots` (0 = all),
-             mean over `eval.few_shot.trials` fixed-seed subsets (few_shot.py)      -> few_shot_1, ..., few_shot_all
+             mean over `eval.few_shot.trials` fixed-seed subsets (few_shot.py)
+                                                                  -> few_shot_1, few_shot_10, few_shot_all
   rankme     RankMe of the pooled eval features [N, F] (collapse.py)                -> rankme
   lidar      LiDAR of `eval.lidar.views` views of `eval.lidar.samples` eval images (collapse.py) -> lidar
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from jepa.errors import ConfigError
@@ -38,6 +40,9 @@ from jepa.evaluation import linear_probe
 
 # Evaluators whose values are accuracies (the others are effective ranks).
 ACCURACIES = ("linear", "attentive", "knn", "few_shot")
+# One compiled program each (run eagerly, every operation would compile on its own: seconds on a CPU).
+_rankme = jax.jit(collapse.rankme)
+_lidar = jax.jit(collapse.lidar)
 
 
 @dataclasses.dataclass
@@ -92,14 +97,14 @@ def few_shot(d: EvalData):
 
 
 def rankme(d: EvalData):
-  return {"rankme": float(collapse.rankme(pool(d.eval_x)))}
+  return {"rankme": float(_rankme(pool(d.eval_x)))}
 
 
 def lidar(d: EvalData):
   views = d.views()                                             # [n, q, ...]
   n, q = views.shape[:2]
   flat = pool(views.reshape(n * q, *views.shape[2:]))
-  return {"lidar": float(collapse.lidar(flat.reshape(n, q, -1)))}
+  return {"lidar": float(_lidar(flat.reshape(n, q, -1)))}
 
 
 REGISTRY = {"linear": linear, "attentive": attentive, "knn": knn, "few_shot": few_shot, "rankme": rankme,
@@ -107,7 +112,7 @@ REGISTRY = {"linear": linear, "attentive": attentive, "knn": knn, "few_shot": fe
 
 
 def resolve(names: str, method_probes) -> list[str]:
-  """The evaluator list of `eval.evaluators` (a comma-separated string), `probes` expanded, duplicates dropped."""
+  """The evaluators named by `eval.evaluators` (comma-separated), `probes` expanded, duplicates dropped."""
   out = []
   for name in (n.strip() for n in names.split(",")):
     if not name:

@@ -6,10 +6,10 @@ s_i = <x, t_i> / (|x| |t_i|). The k most similar train features N_k(x) vote for 
   weighted  (DINO, Caron et al. 2021):  score_c = sum_{i in N_k(x), y_i = c} exp(s_i / T),   T = 0.07
   majority  (plain):                    score_c = #{i in N_k(x) : y_i = c}
 
-and the prediction is argmax_c score_c, ties going to the smallest class id. k is capped at the number of train
-features. With T -> 0 the weighted vote becomes 1-NN; with T -> inf it becomes the majority vote. DINO's vote
-is exp(s / T) up to a factor exp(-1/T) shared by every neighbour, which does not change the argmax; here the
-shared factor is exp(-s_max / T), s_max the query's largest similarity, so that small T cannot overflow.
+and the prediction is argmax_c score_c, ties going to the smallest class id. k is capped at the number of
+train features. With T -> 0 the weighted vote becomes 1-NN; with T -> inf it becomes the majority vote. Here
+each weight of a query is divided by exp(s_max / T), s_max its largest similarity: a factor shared by all of
+its neighbours, so the argmax is DINO's, and small T cannot overflow float32.
 
 The similarities are computed in float32 on the default device, a chunk of eval rows at a time (the train
 matrix stays on the device), so memory is O(chunk x N_train) rather than O(N_eval x N_train).

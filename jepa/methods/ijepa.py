@@ -112,8 +112,9 @@ class IJEPA(base.Method):
     layers = [("context", out["context_idx"][out["context_valid"]])]
     layers += [(f"target {m + 1}", idx[valid]) for m, (idx, valid) in
                enumerate(zip(out["target_idx"], out["target_valid"]))]
+    p = self.config.model.patch_size
     return [[plots.Panel(image, "training view"),
-             plots.Panel(image, "context + targets", cell=self.config.model.patch_size, layers=tuple(layers))]]
+             plots.Panel(image, "context + targets", cell=p, layers=tuple(layers))]]
 
   def token_grid(self):
     return self.grid()

@@ -213,7 +213,8 @@ class LeJEPA(base.Method):
     out = self.example_fn(train=True)(example, rng)
     row = [base.plots.Panel(self.display(self.eval_example_fn()(example, None)["image"]), "image")]
     row += [base.plots.Panel(self.display(v), f"global {i + 1}") for i, v in enumerate(out["global_views"])]
-    row += [base.plots.Panel(self.display(v), f"local {i + 1}") for i, v in enumerate(out.get("local_views", []))]
+    row += [base.plots.Panel(self.display(v), f"local {i + 1}")
+            for i, v in enumerate(out.get("local_views", []))]
     return [row]
 
   def token_grid(self):
