@@ -15,7 +15,8 @@ read back and checked cell by cell:
   - in a panel with layers, patches in no layer (neither seen nor predicted) are washed out to light grey.
 
 Layout: rows of panels start at y = HEADER; each row has a TITLE strip, then its panels side by side from
-x = PAD with PAD pixels between them, then PAD pixels. The canvas is as wide as the widest row plus PAD, and
+x = PAD, each in a slot as wide as the larger of the panel and its title (`PANEL_CHAR` pixels per character),
+with PAD pixels between slots, then PAD pixels. The canvas is as wide as the widest row plus PAD, and
 at least as wide as the legend (`swatch_width` per layer name, after PAD) and the title (`TITLE_CHAR` pixels
 per character, after PAD). Titles and the legend are drawn as text in strips that hold no panel pixels.
 """
@@ -34,6 +35,7 @@ PAD = 8          # pixels between panels and around the canvas
 TITLE = 14       # pixel height of the title strip above each row of panels
 HEADER = 30      # pixel height of the strip at the top (figure title, then the legend)
 TITLE_CHAR = 6   # pixels reserved per character of the figure title
+PANEL_CHAR = 5   # pixels reserved per character of a panel title
 DPI = 100
 CURVE_COLUMNS, CURVE_W, CURVE_H = 4, 300, 240   # metric curves: 4 subplots per row, 300 x 240 px each
 
@@ -121,20 +123,22 @@ def compose(rows: Sequence[Sequence[Panel]], scale: int, title: str = ""):
   """(canvas [H, W, 3] uint8, placements [(row, col, x0, y0, panel)], colours) of rows of panels."""
   colours = layer_colours(rows)
   drawn = [[draw_panel(p, scale, colours) for p in row] for row in rows]
-  width = max(PAD + sum(d.shape[1] + PAD for d in row) for row in drawn) if drawn else 2 * PAD
+  slots = [[max(d.shape[1], PANEL_CHAR * len(p.title)) for p, d in zip(row, pixels)]
+           for row, pixels in zip(rows, drawn)]
+  width = max(PAD + sum(s + PAD for s in row) for row in slots) if drawn else 2 * PAD
   width = max(width, PAD + sum(swatch_width(name) for name in colours), PAD + TITLE_CHAR * len(title))
   height = HEADER + sum(TITLE + max(d.shape[0] for d in row) + PAD for row in drawn if row) + PAD
   canvas = np.full((height, width, 3), 255, np.uint8)
   placements = []
   y = HEADER
-  for i, (row, pixels) in enumerate(zip(rows, drawn)):
+  for i, (row, pixels, widths) in enumerate(zip(rows, drawn, slots)):
     if not row:
       continue
     x = PAD
-    for j, (panel, d) in enumerate(zip(row, pixels)):
+    for j, (panel, d, slot) in enumerate(zip(row, pixels, widths)):
       canvas[y + TITLE:y + TITLE + d.shape[0], x:x + d.shape[1]] = d
       placements.append((i, j, x, y + TITLE, panel))
-      x += d.shape[1] + PAD
+      x += slot + PAD
     y += TITLE + max(d.shape[0] for d in pixels) + PAD
   return canvas, placements, colours
 

@@ -27,7 +27,7 @@ def _layout(rows, scale, title=""):
     corners.append([])
     for p in row:
       corners[-1].append((x, y + plots.TITLE))
-      x += p.image.shape[1] * scale + plots.PAD
+      x += max(p.image.shape[1] * scale, plots.PANEL_CHAR * len(p.title)) + plots.PAD
     width = max(width, x)
     y += plots.TITLE + max(p.image.shape[0] for p in row) * scale + plots.PAD
   return corners, (y + plots.PAD, width)
@@ -60,7 +60,7 @@ def test_mask_picture_pixels_match_the_indices(tmp_path):
   rng = np.random.default_rng(0)
   a = rng.uniform(size=(16, 12, 3))
   b = rng.uniform(size=(8, 8))
-  rows = [[plots.Panel(a, "input"),
+  rows = [[plots.Panel(a, "an input with a title wider than the panel"),
            plots.Panel(a, "masks", cell=4, layers=(("context", [0, 1, 2, 4]), ("target 1", [5, 6, 9]),
                                                    ("target 2", [9, 10, 11])))],
           [plots.Panel(b, "video frame", cell=2, layers=(("target 1", [0, 15]), ("context", [5])))]]
