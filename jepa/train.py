@@ -218,8 +218,9 @@ class Trainer:
         step=step + 1,
         skipped=state["skipped"] + (~finite).astype(jnp.int32),
         first_bad_step=jnp.where((~finite) & (state["first_bad_step"] < 0), step, state["first_bad_step"]))
-    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=self.lr_fn(step), weight_decay=self.wd_fn(step),
-                   ema_momentum=momentum)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=self.lr_fn(step), weight_decay=self.wd_fn(step))
+    if self.method.ema_target:  # Methods without a teacher (LeJEPA) have no momentum to report.
+      metrics["ema_momentum"] = momentum
     return new_state, metrics
 
   # --- features for probes ------------------------------------------------------------------------------------
