@@ -48,23 +48,25 @@ def _seconds(s):
   return f"{int(m)} min {sec:.0f} s" if m else f"{sec:.1f} s"
 
 
-def _key_lines(c):
+def _key_lines(c, *, has_predictor, has_ema):
   enc, pred = c.model.encoder, c.model.predictor
   lines = [
       f"method `{c.method}`, seed {c.seed}, dtype {c.dtype}",
       f"data `{c.data.source}`{' ' + c.data.name if c.data.name else ''}, image size {c.data.image_size}"
       + (f", {c.data.num_frames} frames" if c.data.num_frames else ""),
       f"encoder `{enc.size}` (width {enc.width or 'preset'}, depth {enc.depth or 'preset'}), patch "
-      f"{c.model.patch_size}, predictor {pred.width} x {pred.depth}",
+      f"{c.model.patch_size}" + (f", predictor {pred.width} x {pred.depth}" if has_predictor else ""),
       f"batch {c.train.batch_size}, {c.train.num_steps} steps, lr {c.optim.start_lr:g} -> {c.optim.lr:g} -> "
       f"{c.optim.final_lr:g} (warmup {c.optim.warmup_steps}), weight decay {c.optim.weight_decay:g} -> "
-      f"{c.optim.final_weight_decay:g}, EMA {c.ema.momentum:g} -> {c.ema.final_momentum:g}",
+      f"{c.optim.final_weight_decay:g}"
+      + (f", EMA {c.ema.momentum:g} -> {c.ema.final_momentum:g}" if has_ema else ", no EMA teacher"),
       f"evaluators `{c.eval.evaluators}`, collapse alarm at {c.train.collapse_alarm:g} x the early value",
   ]
   return lines
 
 
-def write_report(workdir, config, results, probes, *, eval_seconds=None, fraction=None):
+def write_report(workdir, config, results, probes, *, eval_seconds=None, fraction=None, has_predictor=True,
+                 has_ema=True):
   """Writes WORKDIR/report.md; returns its path.
 
   Args:
@@ -74,6 +76,8 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
     probes: Trainer.evaluate's {result: {'trained': v, 'random_init': v}} ({} without evaluation).
     eval_seconds: {evaluator: seconds} spent, for a timing line.
     fraction: the collapse alarm's fraction (for the alarm lines).
+    has_predictor, has_ema: whether the model has a predictor / an EMA teacher (their config lines are
+      shown only then; LeJEPA has neither).
   """
   rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   train_rows = [r for r in rows if not any(k.startswith(("probe/", "alarm/")) for k in r)]
@@ -84,7 +88,7 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
              f"evaluation {times['evaluation']}, pictures {times['pictures']}; "
              f"{results.get('skipped_steps', 0)} skipped steps.")
   out += ["", "## Config", ""]
-  out += [f"- {line}" for line in _key_lines(config)]
+  out += [f"- {line}" for line in _key_lines(config, has_predictor=has_predictor, has_ema=has_ema)]
   flat = config_lib._flatten(config)  # pylint: disable=protected-access
   out += ["", "<details><summary>every config key</summary>", "", "```"]
   out += [f"{k} = {v!r}" for k, v in sorted(flat.items())]

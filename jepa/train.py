@@ -423,7 +423,9 @@ class Trainer:
       if cfg.eval.report:
         from jepa import report  # pylint: disable=import-outside-toplevel
         path = report.write_report(self.workdir, cfg, results, probes, eval_seconds=self.eval_seconds,
-                                   fraction=cfg.train.collapse_alarm)
+                                   fraction=cfg.train.collapse_alarm,
+                                   has_predictor="predictor" in self.abstract_state["params"],
+                                   has_ema=bool(self.method.ema_target))
         drawn = results.get("pictures")
         self._log(f"wrote {path}" + (f" and {len(drawn)} pictures in {os.path.join(self.workdir, 'pictures')}"
                                      if drawn else ""))
