@@ -47,7 +47,9 @@ def base_config():
       pos_embedding="sincos_ijepa",
       remat=False,
       tubelet_size=2,             # frames per video patch (V-JEPA: 2 x p x p tubelets)
-      encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0)),
+      # drop_path: stochastic depth of the trained encoder's last block (linear from 0 over the blocks).
+      encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0,
+                                             drop_path=0.0)),
       # heads 0 = the encoder's heads; num_mask_tokens 0 = the method's count (V-JEPA: one per mask group),
       # more keeps extra learned tokens (released V-JEPA 2 predictors hold 10; see jepa/convert.py).
       predictor=ml_collections.ConfigDict(dict(width=384, depth=12, heads=0, num_mask_tokens=0)),

@@ -69,3 +69,40 @@ def test_nan_guard_stops_naming_the_step(tmp_path):
   _poison(trainer)
   with pytest.raises(train.TrainingStopped, match="non-finite loss or gradient at step 0"):
     trainer.run()
+
+
+@pytest.mark.parametrize("name", ["ijepa_vit", "iwm_vit", "lejepa_vit", "vjepa_vit"])
+def test_methods_pass_their_key_to_the_trained_encoders_drop_path(name):
+  """With model.encoder.drop_path > 0 the training gradient depends on the step key through the encoder (same
+  key, same gradient; against the same weights without drop-path, a different one); evaluation features do
+  not. Gradients rather than the loss: at init a predictor barely reads its context (I-JEPA's loss moves by
+  ~1e-7), while dropped branches change the encoder's gradient by O(1)."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from jepa.data import pipeline  # pylint: disable=import-outside-toplevel
+  from jepa.methods import get_method  # pylint: disable=import-outside-toplevel
+  grads, features = {}, {}
+  for rate in (0.0, 0.5):
+    c = load_config(name, "tiny")
+    c.model.encoder.update(depth=3, drop_path=rate)
+    method = get_method(c)
+    model = method.init_model(nnx.Rngs(0))
+    target = getattr(model, method.ema_target) if method.ema_target else None
+    source = train.sources.get_source(c.data, "train")
+    batch = next(pipeline.make_train_iterator(source, method.example_fn(train=True), batch_size=4, seed=0,
+                                              num_threads=1, prefetch=1))
+
+    def flat_grad(m, batch=batch, method=method, target=target):
+      g = nnx.grad(lambda m: method.loss(m, target, batch, jax.random.key(5))[0])(m)
+      leaves = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(g))[0]
+      # The trained encoder's blocks (the predictor / projector follow them).
+      return np.concatenate([np.ravel(x) for path, x in leaves
+                             if "blocks" in jax.tree_util.keystr(path)
+                             and "predictor" not in jax.tree_util.keystr(path)])
+
+    grads[rate] = [flat_grad(model) for _ in range(2 if rate else 1)]
+    images = batch["image"] if "image" in batch else batch["global_views"][:, 0]
+    features[rate] = np.asarray(method.features(model, target, images))
+  np.testing.assert_array_equal(grads[0.5][0], grads[0.5][1])
+  change = np.linalg.norm(grads[0.5][0] - grads[0.0][0]) / np.linalg.norm(grads[0.0][0])
+  assert change > 1e-2, change
+  np.testing.assert_allclose(features[0.5], features[0.0], atol=1e-6)

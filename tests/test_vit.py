@@ -368,3 +368,62 @@ def test_config_errors():
     _tiny(image_size=18)
   with pytest.raises(ConfigError, match="model.encoder.size"):
     vit_lib.vit("enormous", image_size=16, patch_size=4, rngs=nnx.Rngs(0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drop-path (stochastic depth)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_drop_path_rates_are_linear_over_depth_and_validated():
+  model = _tiny(depth=5, drop_path_rate=0.2)
+  np.testing.assert_allclose([b.drop_path for b in model.blocks], [0.0, 0.05, 0.1, 0.15, 0.2], atol=1e-12)
+  with pytest.raises(ConfigError, match="drop_path"):
+    _tiny(drop_path_rate=1.0)
+
+
+def test_drop_path_drops_or_rescales_each_branch_per_example():
+  """Every example's output is one of the 4 keep/drop combinations of the two branches, computed by hand,
+  and the drop frequency matches p."""
+  p, b = 0.4, 256
+  block = vit_lib.Block(width=16, heads=2, drop_path=p, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (b, 5, 16))
+  out = np.asarray(block(x, rng=jax.random.key(7)))
+  attn = block.attn(block.norm1(x))
+  combos = {}
+  for k1 in (0.0, 1.0):
+    x1 = x + k1 * attn / (1 - p)
+    for k2 in (0.0, 1.0):
+      combos[(k1, k2)] = np.asarray(x1 + k2 * block.mlp(block.norm2(x1)) / (1 - p))
+  chosen = []
+  for i in range(b):
+    hits = [c for c, ref in combos.items() if np.allclose(out[i], ref[i], atol=1e-5)]
+    assert len(hits) == 1, (i, hits)
+    chosen.append(hits[0])
+  dropped = 2 * b - np.sum(chosen)  # Kept branches count 1 each.
+  # 512 independent Bernoulli(0.4) draws: mean 204.8, sd 11.1; 5 sd either side.
+  assert abs(dropped - 2 * b * p) < 5 * math.sqrt(2 * b * p * (1 - p))
+  # Without a key, or with rate 0, the block is the plain residual block.
+  plain = x + attn
+  plain = plain + block.mlp(block.norm2(plain))
+  np.testing.assert_allclose(block(x), plain, atol=1e-5)
+
+
+def test_drop_path_in_the_encoder_is_keyed_and_remat_safe():
+  x = _images(b=8)
+  model = _tiny(depth=3, drop_path_rate=0.5)
+  no_key = _fwd(model, x)
+  np.testing.assert_allclose(_fwd(_tiny(depth=3), x), no_key, atol=1e-6)  # Same init; no key = no drop.
+  key = jax.random.key(3)
+  a, b = model(x, rng=key), model(x, rng=key)
+  np.testing.assert_array_equal(a, b)  # Same key, same drops.
+  assert not np.allclose(a, no_key, atol=1e-4)
+  assert not np.allclose(a, model(x, rng=jax.random.key(4)), atol=1e-4)
+  remat = _tiny(depth=3, drop_path_rate=0.5, remat=True)
+  np.testing.assert_allclose(remat(x, rng=key), a, atol=1e-5)
+
+  def loss(m, k):
+    return jnp.mean(m(x, rng=k) ** 2)
+  grads = nnx.grad(loss)(remat, key)
+  ref = nnx.grad(loss)(model, key)
+  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(g, r, atol=1e-5)

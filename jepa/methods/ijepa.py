@@ -82,11 +82,10 @@ class IJEPA(base.Method):
     return fn
 
   def loss(self, model, target, batch, rng):
-    del rng  # Masks come from the data pipeline; the model is deterministic.
-    images = batch["image"]
+    images = batch["image"]  # Masks come from the data pipeline; rng only drives the encoder's drop-path.
     h = jax.lax.stop_gradient(target(images))                       # [B, N, D]
     h = gather_tokens(h, batch["target_idx"])                       # [B, M, Kt, D]
-    z = model.encoder(images, idx=batch["context_idx"], valid=batch["context_valid"])
+    z = model.encoder(images, idx=batch["context_idx"], valid=batch["context_valid"], rng=rng)
     pred = model.predictor(z, batch["context_idx"], batch["context_valid"], batch["target_idx"],
                            batch["target_valid"])
     loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],

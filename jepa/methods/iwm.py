@@ -92,18 +92,20 @@ class IWM(base.Method):
                               crop_scale=tuple(data.crop_scale), crop_ratio=tuple(data.crop_ratio),
                               flip=data.flip, mean=tuple(data.mean), std=tuple(data.std))
 
-  def predict(self, model, source, context_idx, context_valid, target_idx, target_valid, action):
-    """The world model: encode the visible source tokens, predict the latents at target_idx under `action`."""
-    z = model.encoder(source, idx=context_idx, valid=context_valid)
+  def predict(self, model, source, context_idx, context_valid, target_idx, target_valid, action, rng=None):
+    """The world model: encode the visible source tokens, predict the latents at target_idx under `action`.
+
+    `rng` is the encoder's drop-path key in training (None in evaluation)."""
+    z = model.encoder(source, idx=context_idx, valid=context_valid, rng=rng)
     cond = action if self.conditioned else None
     return model.predictor(z, context_idx, context_valid, target_idx, target_valid, cond=cond)
 
   def loss(self, model, target, batch, rng):
-    del rng  # Views, actions and masks come from the data pipeline; the model is deterministic.
+    # Views, actions and masks come from the data pipeline; rng only drives the encoder's drop-path.
     h = jax.lax.stop_gradient(target(batch["image"]))                   # [B, N, D]
     h = ijepa.gather_tokens(h, batch["target_idx"])                     # [B, 1, Ku, D]
     pred = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
-                        batch["target_idx"], batch["target_valid"], batch["action"])
+                        batch["target_idx"], batch["target_valid"], batch["action"], rng=rng)
     loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
                                   beta=self.config.loss.beta)
     metrics = {

@@ -50,8 +50,9 @@ class LeJEPAModel(nnx.Module):
     self.projector = projector
     self.pool_tokens = pool_tokens  # ViT: [B, N, D] tokens -> mean over N; a ResNet pools itself.
 
-  def embed(self, images):
-    out = self.backbone(images)
+  def embed(self, images, rng=None):
+    """`rng`: the ViT's drop-path key in training (None in evaluation; a ResNet has no drop-path)."""
+    out = self.backbone(images, rng=rng) if self.pool_tokens else self.backbone(images)
     return out.mean(axis=1) if self.pool_tokens else out
 
 
@@ -160,7 +161,7 @@ class LeJEPA(base.Method):
     return fn
 
   # --- loss -------------------------------------------------------------------------------------------------
-  def embed_views(self, model, batch):
+  def embed_views(self, model, batch, rng=None):
     """Backbone embeddings of all views, [B, V, D], global views first; one backbone call per view size.
 
     Views stay batch-major ([B, V, ...] -> [B * V, ...]) so that a batch sharded over devices on its leading
@@ -171,14 +172,15 @@ class LeJEPA(base.Method):
     if "local_views" in batch:
       groups.insert(0, batch["local_views"])
     embs = []
-    for views in groups:
+    for i, views in enumerate(groups):
       b, v = views.shape[:2]
-      embs.append(model.embed(views.reshape(b * v, *views.shape[2:])).reshape(b, v, -1))
+      key = None if rng is None else jax.random.fold_in(rng, i)
+      embs.append(model.embed(views.reshape(b * v, *views.shape[2:]), key).reshape(b, v, -1))
     return jnp.concatenate(embs[::-1], axis=1)
 
-  def project(self, model, batch):
+  def project(self, model, batch, rng=None):
     """(z [V, B, K] projector outputs, global views first; emb [B, V, D] backbone embeddings)."""
-    emb = self.embed_views(model, batch)
+    emb = self.embed_views(model, batch, rng)
     b, v, d = emb.shape
     # One projector call over every view: its BatchNorm statistics are those of all views (as the reference).
     z = model.projector(emb.reshape(b * v, d)).reshape(b, v, -1)
@@ -187,7 +189,8 @@ class LeJEPA(base.Method):
   def loss(self, model, target, batch, rng):
     del target  # No teacher.
     cfg = self.config.lejepa
-    z, emb = self.project(model, batch)
+    # rng draws the SIGReg directions; a key folded from it drives the ViT's drop-path.
+    z, emb = self.project(model, batch, jax.random.fold_in(rng, 1))
     loss, metrics = losses.lejepa_loss(
         z, num_global=cfg.num_global, key=rng, lam=cfg.lam, form=cfg.form, num_slices=cfg.num_slices,
         quadrature=cfg.quadrature, num_knots=cfg.num_knots, chunk_size=cfg.chunk_size or None)

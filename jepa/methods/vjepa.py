@@ -113,15 +113,14 @@ class VJEPA(base.Method):
     return fn
 
   def loss(self, model, target, batch, rng):
-    del rng  # Masks come from the data pipeline; the model is deterministic.
-    clips = batch["image"]
+    clips = batch["image"]  # Masks come from the data pipeline; rng only drives the encoder's drop-path.
     h = jax.lax.stop_gradient(target(clips))                       # [B, N, D]
     num_groups = batch["context_idx"].shape[1]
     group_losses, metrics = [], {}
     for g in range(num_groups):
       ctx_idx, ctx_valid = batch["context_idx"][:, g], batch["context_valid"][:, g]            # [B, Kc]
       tgt_idx, tgt_valid = batch["target_idx"][:, g:g + 1], batch["target_valid"][:, g:g + 1]  # [B, 1, Kt]
-      z = model.encoder(clips, idx=ctx_idx, valid=ctx_valid)
+      z = model.encoder(clips, idx=ctx_idx, valid=ctx_valid, rng=None if rng is None else jax.random.fold_in(rng, g))
       pred = model.predictor(z, ctx_idx, ctx_valid, tgt_idx, tgt_valid, mask_token_index=g)
       loss_g = losses.prediction_loss(pred, gather_tokens(h, tgt_idx), kind=self.config.loss.kind,
                                       mask=tgt_valid, beta=self.config.loss.beta)

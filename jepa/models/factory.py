@@ -38,6 +38,7 @@ def build_encoder(config, rngs):
                      in_channels=3, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                      num_frames=video, tubelet_size=config.model.get("tubelet_size", 2),
                      pos_embedding=config.model.pos_embedding, remat=config.model.remat,
+                     drop_path_rate=config.model.encoder.get("drop_path", 0.0),
                      dtype=compute_dtype(config.dtype), rngs=rngs)
 
 

@@ -187,13 +187,20 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-  """Pre-LN transformer block: x + Attn(LN1 x), then x + MLP(LN2 x)."""
+  """Pre-LN transformer block: x + DropPath(Attn(LN1 x)), then x + DropPath(MLP(LN2 x)).
+
+  DropPath (stochastic depth, Huang et al. 2016, as timm's): in training, each example's branch output is
+  zeroed with probability p and otherwise scaled by 1 / (1 - p), independently for the two branches, so the
+  expected output is unchanged; without a key (evaluation, EMA targets) it is the identity.
+  """
 
   def __init__(self, *, width: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                use_rope: bool = False, rope_layout: posemb.RopeLayout = "reference", out_std: float = 0.02,
-               attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
+               drop_path: float = 0.0, attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    """`out_std` is the init std of attn.proj and mlp.fc2 (0.02, or 0.02/sqrt(2 l) when depth-scaled)."""
+    """`out_std` is the init std of attn.proj and mlp.fc2 (0.02, or 0.02/sqrt(2 l) when depth-scaled);
+    `drop_path` the probability p of dropping a branch for one example."""
+    self.drop_path = float(drop_path)
     self.norm1 = layer_norm(width, param_dtype=param_dtype, rngs=rngs)
     self.attn = Attention(width=width, heads=heads, qkv_bias=qkv_bias, use_rope=use_rope,
                           rope_layout=rope_layout, proj_std=out_std, implementation=attn_implementation,
@@ -204,10 +211,21 @@ class Block(nnx.Module):
                    param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, kv_mask: jax.Array | None = None,
-               positions: jax.Array | None = None) -> jax.Array:
-    """[B, N, D] float32 residual stream -> same; see `Attention` for kv_mask and positions."""
-    x = x + self.attn(self.norm1(x), kv_mask=kv_mask, positions=positions)
-    return x + self.mlp(self.norm2(x))
+               positions: jax.Array | None = None, rng: jax.Array | None = None) -> jax.Array:
+    """[B, N, D] float32 residual stream -> same; see `Attention` for kv_mask and positions.
+
+    `rng`: the drop-path key of this block in training; None (or drop_path 0) keeps every branch.
+    """
+    x = x + self._drop_path(self.attn(self.norm1(x), kv_mask=kv_mask, positions=positions), rng, 0)
+    return x + self._drop_path(self.mlp(self.norm2(x)), rng, 1)
+
+  def _drop_path(self, branch: jax.Array, rng: jax.Array | None, which: int) -> jax.Array:
+    if rng is None or self.drop_path == 0.0:
+      return branch
+    keep_prob = 1.0 - self.drop_path
+    shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)  # One draw per example.
+    keep = jax.random.bernoulli(jax.random.fold_in(rng, which), keep_prob, shape)
+    return jnp.where(keep, branch / jnp.asarray(keep_prob, branch.dtype), jnp.zeros((), branch.dtype))
 
 
 def out_std(layer: int, depth_scaled_init: bool) -> float:
@@ -230,19 +248,22 @@ def check_heads(width: int, heads: int, *, key: str, width_key: str, rope: bool)
 
 
 def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | None,
-               positions: jax.Array | None, remat: bool, collect: list[jax.Array] | None = None) -> jax.Array:
+               positions: jax.Array | None, remat: bool, collect: list[jax.Array] | None = None,
+               rng: jax.Array | None = None) -> jax.Array:
   """Applies `blocks` in order, optionally rematerialised (activations recomputed in the backward pass).
 
-  Appends every block's output to `collect` when given.
+  Appends every block's output to `collect` when given. `rng` is the drop-path key (block i uses
+  fold_in(rng, i)); None disables drop-path.
   """
 
-  def apply(block: Block, h: jax.Array, kv_mask: jax.Array | None, positions: jax.Array | None) -> jax.Array:
-    return block(h, kv_mask=kv_mask, positions=positions)
+  def apply(block: Block, h: jax.Array, kv_mask: jax.Array | None, positions: jax.Array | None,
+            key: jax.Array | None) -> jax.Array:
+    return block(h, kv_mask=kv_mask, positions=positions, rng=key)
 
   if remat:
     apply = nnx.remat(apply)
-  for block in blocks:
-    x = apply(block, x, kv_mask, positions)
+  for i, block in enumerate(blocks):
+    x = apply(block, x, kv_mask, positions, None if rng is None else jax.random.fold_in(rng, i))
     if collect is not None:
       collect.append(x)
   return x
@@ -268,7 +289,8 @@ class ViT(nnx.Module):
                tubelet_size: int = 2, pos_embedding: str = "sincos_ijepa", uniform_power: bool = True,
                rope_layout: posemb.RopeLayout = "reference", qkv_bias: bool = True,
                depth_scaled_init: bool = False, remat: bool = False, attn_implementation: str | None = None,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               drop_path_rate: float = 0.0, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+               rngs: nnx.Rngs):
     """Builds the encoder.
 
     Args:
@@ -285,6 +307,8 @@ class ViT(nnx.Module):
       depth_scaled_init: divide attn.proj / mlp.fc2 init of block l by sqrt(2 l) (V-JEPA 2 style).
       remat: rematerialise each block in the backward pass (saves activation memory).
       attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `Attention`.
+      drop_path_rate: stochastic depth of the last block; block i of d drops with rate * i / (d - 1), as timm
+        (0 in the I-JEPA / V-JEPA configs, 0.1 in LeJEPA's ViT recipes). Active only when a key is passed.
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
       rngs: parameter initialisation.
@@ -305,6 +329,8 @@ class ViT(nnx.Module):
                           "use 'sincos_vjepa' or 'rope' for video")
     check_heads(width, heads, key="model.encoder.heads", width_key="model.encoder.width",
                 rope=pos_embedding == "rope")
+    if not 0.0 <= drop_path_rate < 1.0:
+      raise ConfigError(f"model.encoder.drop_path={drop_path_rate} is not a probability below 1; use e.g. 0.1")
     spatial = (h // patch_size, w // patch_size)
     self.grid: tuple[int, ...] = spatial if num_frames is None else (num_frames // tubelet_size, *spatial)
     self.width = width
@@ -317,8 +343,9 @@ class ViT(nnx.Module):
     self.blocks = nnx.List([
         Block(width=width, heads=heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
               use_rope=pos_embedding == "rope", rope_layout=rope_layout,
-              out_std=out_std(i + 1, depth_scaled_init), attn_implementation=attn_implementation, dtype=dtype,
-              param_dtype=param_dtype, rngs=rngs) for i in range(depth)
+              out_std=out_std(i + 1, depth_scaled_init), drop_path=rate,
+              attn_implementation=attn_implementation, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        for i, rate in enumerate(np.linspace(0.0, drop_path_rate, depth).tolist())
     ])
     self.norm = layer_norm(width, param_dtype=param_dtype, rngs=rngs)
 
@@ -342,7 +369,8 @@ class ViT(nnx.Module):
     return spatial if kt is None else (frames[0] // kt, *spatial)
 
   def __call__(self, x: jax.Array, *, idx: jax.Array | None = None, valid: jax.Array | None = None,
-               return_all_layers: bool = False) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
+               return_all_layers: bool = False,
+               rng: jax.Array | None = None) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
     """Encodes all tokens, or only the tokens `idx`.
 
     Args:
@@ -352,6 +380,8 @@ class ViT(nnx.Module):
       valid: optional [B, K] (or [B, N] without idx) bool; False slots are padding, ignored as attention keys.
         Their outputs are meaningless.
       return_all_layers: also return every block's output.
+      rng: drop-path key, passed by the methods' training losses for the encoder they train; None (the
+        default: evaluation, EMA targets, probes) runs every block in full.
 
     Returns:
       [B, K or N, D] float32 after the final LayerNorm; with `return_all_layers`, a tuple of that and the
@@ -369,7 +399,8 @@ class ViT(nnx.Module):
       if positions is not None:
         positions = positions[idx]
     layers: list[jax.Array] | None = [] if return_all_layers else None
-    h = run_blocks(self.blocks, h, kv_mask=valid, positions=positions, remat=self.remat, collect=layers)
+    h = run_blocks(self.blocks, h, kv_mask=valid, positions=positions, remat=self.remat, collect=layers,
+                   rng=rng)
     out = self.norm(h).astype(jnp.float32)
     if return_all_layers:
       return out, [layer.astype(jnp.float32) for layer in layers]
