@@ -74,7 +74,9 @@ def base_config():
       video_temporal_scale=(1.0, 1.0),
   ))
 
-  c.loss = ml_collections.ConfigDict(dict(kind="smooth_l1", beta=1.0))
+  # sigreg_weight > 0 adds w * SIGReg(mean-pooled context-encoder tokens) to a predictive JEPA's loss (I-JEPA,
+  # V-JEPA, IWM): LeJEPA's anti-collapse term inside a masked JEPA (jepa/methods/base.py context_sigreg).
+  c.loss = ml_collections.ConfigDict(dict(kind="smooth_l1", beta=1.0, sigreg_weight=0.0, sigreg_slices=256))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=100,
@@ -213,11 +215,12 @@ _CHOICES = {
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",
              "eval.batch_size", "train.keep_checkpoints", "eval.knn.k", "eval.knn.temperature",
-             "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs")
+             "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs",
+             "loss.sigreg_slices")
 # 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
 _NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.prefetch", "optim.lr",
                  "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
-                 "optim.final_weight_decay", "optim.grad_clip")
+                 "optim.final_weight_decay", "optim.grad_clip", "loss.sigreg_weight")
 
 
 def _flatten(cfg, prefix=""):

@@ -78,7 +78,7 @@ def test_predictor_depends_on_action_iff_conditioned(conditioning):
   @jax.jit
   def run(action):
     return method.predict(model, x, batch["context_idx"], batch["context_valid"], batch["target_idx"],
-                          batch["target_valid"], action)
+                          batch["target_valid"], action)[0]
 
   a = jnp.zeros((1, iwm_views.ACTION_DIM))
   out, other = run(a), run(a.at[:, 0].set(1.0).at[:, 5].set(1.0))

@@ -82,20 +82,24 @@ class IJEPA(base.Method):
     return fn
 
   def loss(self, model, target, batch, rng):
-    images = batch["image"]  # Masks come from the data pipeline; rng only drives the encoder's drop-path.
+    images = batch["image"]  # Masks come from the data pipeline; rng: drop-path and optional SIGReg directions.
     h = jax.lax.stop_gradient(target(images))                       # [B, N, D]
     h = gather_tokens(h, batch["target_idx"])                       # [B, M, Kt, D]
-    z = model.encoder(images, idx=batch["context_idx"], valid=batch["context_valid"], rng=rng)
+    z = model.encoder(images, idx=batch["context_idx"], valid=batch["context_valid"],
+                      rng=self.step_key(rng, self.DROP_PATH))
     pred = model.predictor(z, batch["context_idx"], batch["context_valid"], batch["target_idx"],
                            batch["target_valid"])
     loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
                                   beta=self.config.loss.beta)
+    reg, reg_metrics = self.context_sigreg(z, batch["context_valid"], rng)
     metrics = {
         "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
         "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
         "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
     }
-    return loss, metrics
+    if reg_metrics:  # loss.sigreg_weight > 0: log both terms.
+      metrics.update(reg_metrics, prediction_loss=loss)
+    return loss + reg, metrics
 
   def features(self, model, target, images):
     """Average-pooled tokens of the frozen target encoder (the I-JEPA linear-probe protocol)."""

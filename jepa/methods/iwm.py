@@ -95,25 +95,30 @@ class IWM(base.Method):
   def predict(self, model, source, context_idx, context_valid, target_idx, target_valid, action, rng=None):
     """The world model: encode the visible source tokens, predict the latents at target_idx under `action`.
 
-    `rng` is the encoder's drop-path key in training (None in evaluation)."""
+    `rng` is the encoder's drop-path key in training (None in evaluation). Returns (prediction, the context
+    encoder's tokens)."""
     z = model.encoder(source, idx=context_idx, valid=context_valid, rng=rng)
     cond = action if self.conditioned else None
-    return model.predictor(z, context_idx, context_valid, target_idx, target_valid, cond=cond)
+    return model.predictor(z, context_idx, context_valid, target_idx, target_valid, cond=cond), z
 
   def loss(self, model, target, batch, rng):
-    # Views, actions and masks come from the data pipeline; rng only drives the encoder's drop-path.
+    # Views, actions and masks come from the data pipeline; rng: drop-path and optional SIGReg directions.
     h = jax.lax.stop_gradient(target(batch["image"]))                   # [B, N, D]
     h = ijepa.gather_tokens(h, batch["target_idx"])                     # [B, 1, Ku, D]
-    pred = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
-                        batch["target_idx"], batch["target_valid"], batch["action"], rng=rng)
+    pred, z = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
+                           batch["target_idx"], batch["target_valid"], batch["action"],
+                           rng=self.step_key(rng, self.DROP_PATH))
     loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
                                   beta=self.config.loss.beta)
+    reg, reg_metrics = self.context_sigreg(z, batch["context_valid"], rng)
     metrics = {
         "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
         "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
         "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
     }
-    return loss, metrics
+    if reg_metrics:  # loss.sigreg_weight > 0: log both terms.
+      metrics.update(reg_metrics, prediction_loss=loss)
+    return loss + reg, metrics
 
   def features(self, model, target, images):
     """Average-pooled tokens of the frozen target encoder (as for I-JEPA)."""

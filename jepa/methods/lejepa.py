@@ -128,6 +128,9 @@ class LeJEPA(base.Method):
       raise base.ConfigError(f"lejepa.quadrature / lejepa.num_knots: {e}") from None
     if self.config.train.batch_size < 2:
       raise base.ConfigError("train.batch_size must be >= 2: SIGReg and BatchNorm are batch statistics")
+    if self.config.loss.get("sigreg_weight", 0.0):
+      raise base.ConfigError("loss.sigreg_weight adds SIGReg to the predictive JEPAs (I-JEPA, V-JEPA, IWM); "
+                             "LeJEPA's own SIGReg weight is lejepa.lam")
 
   # --- views ------------------------------------------------------------------------------------------------
   def _view(self, image, rng, size, scale):

@@ -113,24 +113,31 @@ class VJEPA(base.Method):
     return fn
 
   def loss(self, model, target, batch, rng):
-    clips = batch["image"]  # Masks come from the data pipeline; rng only drives the encoder's drop-path.
+    clips = batch["image"]  # Masks come from the data pipeline; rng: drop-path and optional SIGReg directions.
     h = jax.lax.stop_gradient(target(clips))                       # [B, N, D]
     num_groups = batch["context_idx"].shape[1]
-    group_losses, metrics = [], {}
+    group_losses, group_regs, metrics = [], [], {}
+    drop_key = self.step_key(rng, self.DROP_PATH)
     for g in range(num_groups):
       ctx_idx, ctx_valid = batch["context_idx"][:, g], batch["context_valid"][:, g]            # [B, Kc]
       tgt_idx, tgt_valid = batch["target_idx"][:, g:g + 1], batch["target_valid"][:, g:g + 1]  # [B, 1, Kt]
-      z = model.encoder(clips, idx=ctx_idx, valid=ctx_valid, rng=None if rng is None else jax.random.fold_in(rng, g))
+      z = model.encoder(clips, idx=ctx_idx, valid=ctx_valid, rng=self.step_key(drop_key, g))
       pred = model.predictor(z, ctx_idx, ctx_valid, tgt_idx, tgt_valid, mask_token_index=g)
       loss_g = losses.prediction_loss(pred, gather_tokens(h, tgt_idx), kind=self.config.loss.kind,
                                       mask=tgt_valid, beta=self.config.loss.beta)
       group_losses.append(loss_g)
+      group_regs.append(self.context_sigreg(z, ctx_valid, rng))  # Same directions for every group.
       metrics[f"loss_group{g}"] = loss_g
       metrics[f"context_tokens_group{g}"] = jnp.sum(ctx_valid, axis=-1).mean()
       if g == 0:
         metrics["prediction_std"] = jnp.std(pred.astype(jnp.float32), axis=0).mean()
     metrics["target_feature_std"] = jnp.std(losses.layer_norm(h), axis=0).mean()  # Collapse monitor.
-    return sum(group_losses) / num_groups, metrics
+    loss = sum(group_losses) / num_groups
+    if group_regs[0][1]:  # loss.sigreg_weight > 0: the groups' mean SIGReg term, and both terms logged.
+      reg = sum(term for term, _ in group_regs) / num_groups
+      metrics.update(sigreg=sum(m["sigreg"] for _, m in group_regs) / num_groups, prediction_loss=loss)
+      loss = loss + reg
+    return loss, metrics
 
   def features(self, model, target, images):
     """All tokens [B, N, D] of the frozen target encoder (the attentive-probe protocol)."""
