@@ -1,4 +1,5 @@
-r"""The pictures of a run, written into WORKDIR/pictures/ (PNG, matplotlib Agg) at the end of training.
+r"""The pictures of a run, written into WORKDIR/pictures/ (PNG, matplotlib Agg) at every evaluation
+(eval.every) and at the end of training.
 
   curves.png       every training metric of metrics.jsonl against the step (collapse alarms in red)
   evaluations.png  every evaluator (probe/<name>/<trained|random_init>) over the evaluation steps (IWM: MRR)

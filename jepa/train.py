@@ -378,6 +378,9 @@ class Trainer:
           writer.write(step, probe, prefix="probe/")
           self._log(f"step {step} evaluations: " + ", ".join(f"{k} {v:.4g}" for k, v in probe.items()))
           self._check_alarms(step, {f"probe/{k}": v for k, v in probe.items()}, writer)
+          if cfg.eval.pictures:  # Redrawn at every evaluation, so the run can be watched while it trains.
+            from jepa import pictures  # pylint: disable=import-outside-toplevel
+            pictures.write_pictures(self, state, alarms=self.alarm.alarms)
         # Called every step on every host, as JAX's preemption sync protocol requires.
         preempted = ckpt.reached_preemption(step)
         if stop_signal or preempted or step == stop_at:

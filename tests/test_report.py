@@ -110,3 +110,15 @@ def test_tiny_run_writes_evaluations_alarm_pictures_and_report(tmp_path):
     assert f"]({rel})" in report and os.path.exists(os.path.join(workdir, rel))
   with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
     assert json.load(f)["knn"]["trained"] == pytest.approx(final["probe/knn/trained"])
+
+
+def test_pictures_are_redrawn_at_every_evaluation(tmp_path):
+  """eval.every draws the pictures during training: a run stopped right after its first evaluation has them."""
+  c = load_config("ijepa_vit", "tiny")
+  c.eval.update(every=2, pictures=True, report=False, random_baseline=False, picture_examples=1)
+  c.train.update(num_steps=4, log_every=1, checkpoint_every=0)
+  workdir = str(tmp_path / "run")
+  assert train.Trainer(c, workdir, verbose=False).run(stop_at=2)["preempted"]
+  for name in ("curves", "evaluations", "masks", "pca"):
+    with Image.open(os.path.join(workdir, "pictures", f"{name}.png")) as im:
+      assert im.format == "PNG" and min(im.size) > 0, name
