@@ -26,6 +26,32 @@ class EncoderPredictor(nnx.Module):
     self.predictor = predictor
 
 
+def prediction_objective(method, pred, h, z, batch, rng):
+  """(loss, metrics) of a masked-prediction step, shared by I-JEPA and IWM (same batch mask keys).
+
+    loss = prediction_loss(pred, h; loss.kind, valid = batch['target_valid'])
+           + loss.sigreg_weight * SIGReg(pooled context tokens z)      (Method.context_sigreg; 0 by default)
+
+  Args:
+    method: the Method (its config and context_sigreg).
+    pred: predictor outputs [B, M, Kt, D]; h: the target features at the same slots (not yet normalised).
+    z: context-encoder tokens [B, Kc, D].
+    batch: holds 'context_valid' [B, Kc] and 'target_valid' [B, M, Kt].
+    rng: the step key.
+  """
+  loss = losses.prediction_loss(pred, h, kind=method.config.loss.kind, mask=batch["target_valid"],
+                                beta=method.config.loss.beta)
+  reg, reg_metrics = method.context_sigreg(z, batch["context_valid"], rng)
+  metrics = {
+      "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
+      "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
+      "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
+  }
+  if reg_metrics:  # loss.sigreg_weight > 0: log both terms.
+    metrics.update(reg_metrics, prediction_loss=loss)
+  return loss + reg, metrics
+
+
 def gather_tokens(tokens, idx):
   """tokens [B, N, D], idx [B, ...] -> [B, ..., D]."""
   flat = idx.reshape(idx.shape[0], -1)
@@ -89,17 +115,7 @@ class IJEPA(base.Method):
                       rng=self.step_key(rng, self.DROP_PATH))
     pred = model.predictor(z, batch["context_idx"], batch["context_valid"], batch["target_idx"],
                            batch["target_valid"])
-    loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
-                                  beta=self.config.loss.beta)
-    reg, reg_metrics = self.context_sigreg(z, batch["context_valid"], rng)
-    metrics = {
-        "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
-        "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
-        "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
-    }
-    if reg_metrics:  # loss.sigreg_weight > 0: log both terms.
-      metrics.update(reg_metrics, prediction_loss=loss)
-    return loss + reg, metrics
+    return prediction_objective(self, pred, h, z, batch, rng)
 
   def features(self, model, target, images):
     """Average-pooled tokens of the frozen target encoder (the I-JEPA linear-probe protocol)."""

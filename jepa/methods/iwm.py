@@ -108,17 +108,7 @@ class IWM(base.Method):
     pred, z = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
                            batch["target_idx"], batch["target_valid"], batch["action"],
                            rng=self.step_key(rng, self.DROP_PATH))
-    loss = losses.prediction_loss(pred, h, kind=self.config.loss.kind, mask=batch["target_valid"],
-                                  beta=self.config.loss.beta)
-    reg, reg_metrics = self.context_sigreg(z, batch["context_valid"], rng)
-    metrics = {
-        "context_tokens": jnp.sum(batch["context_valid"], axis=-1).mean(),
-        "target_feature_std": jnp.std(losses.layer_norm(h), axis=0).mean(),  # Collapse monitor.
-        "prediction_std": jnp.std(pred.astype(jnp.float32), axis=0).mean(),
-    }
-    if reg_metrics:  # loss.sigreg_weight > 0: log both terms.
-      metrics.update(reg_metrics, prediction_loss=loss)
-    return loss + reg, metrics
+    return ijepa.prediction_objective(self, pred, h, z, batch, rng)
 
   def features(self, model, target, images):
     """Average-pooled tokens of the frozen target encoder (as for I-JEPA)."""
