@@ -7,12 +7,34 @@ import re
 import sys
 
 from absl import flags
+from absl import logging
 
 
 def fail(message):
   """Prints `error: message` on one line and exits with status 2."""
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def start(argv):
+  """The common start of a jepa command: no positional arguments, and library INFO logs (orbax, XLA) kept off
+  the console."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+
+
+def loaded_config(config):
+  """`config` (a --config flag's value, or None), or one line saying why its file failed to load.
+
+  ml_collections reports a config file that failed to load only on first use, so it is used here once.
+  """
+  try:
+    if config is not None:
+      config.get("method")
+  except OSError as e:
+    fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  return config
 
 
 def parse_flags(argv):

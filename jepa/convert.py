@@ -48,7 +48,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
 
 from jepa import cli
@@ -628,15 +627,9 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  cli.start(argv)
   f = flags.FLAGS
-  try:
-    config = f.config
-    config.get("method")  # ml_collections reports a config file that failed to load only on first use.
-  except OSError as e:
-    cli.fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  config = cli.loaded_config(f.config)
   try:
     converted = convert(f.format, f.checkpoint, f.workdir, config=config, heads=f.heads,
                         predictor_heads=f.predictor_heads, image_size=f.image_size, num_frames=f.num_frames)

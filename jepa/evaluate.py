@@ -25,7 +25,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from jepa import cli
 from jepa import run_config
@@ -129,16 +128,9 @@ def with_default_config(argv):
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  cli.start(argv)
   f = flags.FLAGS
-  try:
-    config = f.config
-    if config is not None:
-      config.get("method")  # ml_collections reports a config file that failed to load only on first use.
-  except OSError as e:
-    cli.fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  config = cli.loaded_config(f.config)
   try:
     if config is None:
       config = run_config.load(f.workdir)

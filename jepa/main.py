@@ -5,7 +5,6 @@ input ends the run with one line naming the key or file and the fix (exit status
 """
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from jepa import cli
@@ -19,15 +18,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # Keep library INFO logs (orbax, XLA) off the console.
+  cli.start(argv)
   from jepa import train  # pylint: disable=import-outside-toplevel  (keeps --help fast)
-  try:
-    config = FLAGS.config
-    config.get("method")  # ml_collections reports a config file that failed to load only on first use.
-  except OSError as e:
-    cli.fail(f"--config could not be loaded: {str(e).strip().splitlines()[-1].strip()}")
+  config = cli.loaded_config(FLAGS.config)
   try:
     train.run(config, FLAGS.workdir)
   except JepaError as e:
