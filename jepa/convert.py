@@ -36,11 +36,13 @@ What it writes: an Orbax checkpoint at step 0 in the Trainer's layout (params = 
 target_encoder, a fresh optimizer state and data-iterator position) and WORKDIR/config.json, so that
 `jepa.evaluate` probes it and `jepa.main` with the same --workdir trains on from it. The config is --config if
 given, else `default_config(format)` (the format's recipe on the embedded digits / moving digits), with any
-`--config.*` overrides, and its model fields replaced by the inferred ones. torch is needed only to read the
-file (`pip install 'jepa[torch]'`); `convert_state_dicts` works on NumPy arrays.
+`--config.*` overrides, and its model fields replaced by the inferred ones. torch is not needed: the file is
+read by `jepa.torch_pickle` (tensors, dicts and numbers only; any other object in the pickle is refused, so no
+code from the file runs); `convert_state_dicts` works on NumPy arrays.
 """
 import collections
 import dataclasses
+import json
 import math
 import os
 import re
@@ -53,6 +55,7 @@ import numpy as np
 from jepa import cli
 from jepa import config as config_lib
 from jepa import run_config
+from jepa import torch_pickle
 from jepa.errors import CheckpointError, ConfigError, JepaError
 from jepa.models import posemb
 from jepa.models import vit as vit_lib
@@ -125,35 +128,91 @@ class Converted:
 def load_torch_checkpoint(path):
   """{state-dict name: {key: float32 ndarray}} for encoder / predictor / target_encoder of a torch file.
 
-  Entries that are not one of these three are ignored. Imports torch (the `torch` extra) only here.
+  Entries that are not one of these three are ignored (and, memory-mapped, never read from disk). The file is
+  read by `jepa.torch_pickle`, without torch and without running code from it.
   """
+  flag = f"--checkpoint={path}"
+  if os.path.isdir(path):
+    raise CheckpointError(_directory_message(path))
+  if not os.path.exists(path):
+    raise CheckpointError(f"{flag} does not exist; pass the path of an official .pth / .pth.tar / .pt file")
   try:
-    import torch  # pylint: disable=import-outside-toplevel  (optional dependency, only for reading)
-  except ImportError:
-    raise ConfigError("reading PyTorch checkpoints needs torch: pip install 'jepa[torch]'") from None
-  if not os.path.isfile(path):
-    raise CheckpointError(f"--checkpoint={path} does not exist")
-  try:
-    # weights_only: the files hold tensors, numbers and optimizer dicts; nothing needs arbitrary unpickling.
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  (any unreadable file: one line)
-    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-    raise CheckpointError(f"--checkpoint={path} is not a readable PyTorch checkpoint ({detail})") from None
+    raw = torch_pickle.load(path, name=flag)
+  except CheckpointError:
+    workdir = _jepa_workdir(os.path.dirname(os.path.abspath(path)))
+    if workdir:  # A file inside an Orbax checkpoint, e.g. checkpoints/0/_CHECKPOINT_METADATA.
+      raise CheckpointError(_directory_message(path, workdir)) from None
+    raise
   if not isinstance(raw, dict):
-    raise CheckpointError(f"--checkpoint={path} holds a {type(raw).__name__}, not the dict of state dicts "
+    raise CheckpointError(f"{flag} holds a {type(raw).__name__}, not the dict of state dicts "
                           f"({ENCODER!r}, {PREDICTOR!r}, {TARGET!r}) that the official training code saves")
-  out = {}
   for name in (ENCODER, PREDICTOR, TARGET):
     if name not in raw:
-      continue  # Reported by convert_state_dicts, with the other problems.
+      raise CheckpointError(f"{flag} has no {name!r} state dict (it holds {_key_list(raw)}); the official "
+                            "pretraining checkpoints hold encoder, predictor and target_encoder")
+  out = {}
+  for name in (ENCODER, PREDICTOR, TARGET):
     if not isinstance(raw[name], dict):
-      raise CheckpointError(f"{name!r} in {path} is a {type(raw[name]).__name__}, not a state dict")
+      raise CheckpointError(f"{name!r} in {path} is of type {type(raw[name]).__name__}, not a state dict (a dict "
+                            "of tensors)")
     out[name] = {}
     for key, value in raw[name].items():
-      if not (torch.is_tensor(value) and value.is_floating_point()):
-        raise CheckpointError(f"{name}[{key!r}] is not a floating-point tensor ({type(value).__name__})")
-      out[name][key] = value.detach().to(torch.float32).numpy()
+      if not (isinstance(value, np.ndarray) and (value.dtype.kind == "f" or value.dtype.name == "bfloat16")):
+        what = f"a tensor of {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        raise CheckpointError(f"{name}[{key!r}] in {path} is {what}, not a floating-point tensor")
+      out[name][key] = np.array(value, np.float32)  # A copy: the file's memory map is not kept.
   return out
+
+
+def _key_list(mapping, limit=8):
+  """`['a', 'b', ...]` for messages: the first `limit` keys and how many there are in all."""
+  keys = sorted(mapping, key=str)
+  if len(keys) <= limit:
+    return str(keys)
+  return f"{str(keys[:limit])[:-1]}, ... ({len(keys)} keys)]"
+
+
+def _jepa_workdir(path):
+  """The jepa workdir the folder `path` is or lies in (its checkpoints/, a step, an Orbax item), or None."""
+  path = os.path.abspath(path)
+  for _ in range(4):  # WORKDIR / checkpoints / <step> / <item>
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+      return path
+    try:
+      with open(os.path.join(path, run_config.CONFIG_FILE), encoding="utf-8") as f:
+        saved = json.load(f)
+      if isinstance(saved, dict) and {"method", "model", "train"} <= set(saved):
+        return path
+    except (OSError, ValueError):
+      pass
+    try:
+      entries = set(os.listdir(path))
+    except OSError:
+      entries = set()
+    orbax = ({"_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt"} & entries
+             or os.path.basename(path) == "checkpoints")
+    if not orbax:
+      return None
+    path = os.path.dirname(path)
+  return None
+
+
+def _directory_message(path, workdir=None):
+  workdir = workdir or _jepa_workdir(path)
+  if workdir is None:
+    return (f"--checkpoint={path} is a directory, not a PyTorch checkpoint file; pass the official .pth / "
+            ".pth.tar / .pt file itself")
+  rel = _short(workdir)
+  return (f"--checkpoint={path} is a jepa workdir/checkpoint, not a PyTorch checkpoint; use it as it is: "
+          f"python -m jepa.evaluate --workdir={rel}, or train on with python -m jepa.main "
+          f"--config={_short(run_config.__file__)}:{rel} --workdir={rel} (jepa.convert imports only official "
+          ".pth / .pt files)")
+
+
+def _short(path):
+  """`path` relative to the working directory if it lies below it, else absolute."""
+  rel = os.path.relpath(path)
+  return rel if not rel.startswith(os.pardir) else os.path.abspath(path)
 
 
 class StateDict:
@@ -451,7 +510,7 @@ def convert_state_dicts(checkpoint, fmt, *, heads=0, predictor_heads=0, image_si
     raise ConfigError(f"--format={fmt!r} is unknown; use one of {sorted(FORMATS)}")
   for name in (ENCODER, PREDICTOR, TARGET):
     if name not in checkpoint:
-      raise CheckpointError(f"the checkpoint has no {name!r} state dict (it holds {sorted(checkpoint)}); the "
+      raise CheckpointError(f"the checkpoint has no {name!r} state dict (it holds {_key_list(checkpoint)}); the "
                             "official pretraining checkpoints hold encoder, predictor and target_encoder")
   dicts = {name: StateDict(name, checkpoint[name]) for name in (ENCODER, PREDICTOR, TARGET)}
   spec = infer_spec(fmt, dicts[ENCODER], dicts[PREDICTOR], heads=heads, predictor_heads=predictor_heads,

@@ -3,9 +3,10 @@
 Parity: tiny PyTorch models written from the reference spec (tests/torch_reference.py) are saved in the
 official layout (prefixes, conv / qkv layouts, pos_embed tensors), converted into a workdir, restored through
 the Trainer, and compared forward to forward (encoder on context tokens, target encoder on all tokens,
-predictor on given context and target indices) within 1e-4 in float32. These tests skip when torch is not
-installed (`pip install 'jepa[torch]'`). The error and evaluation tests build official-layout state dicts in
-NumPy and run without torch.
+predictor on given context and target indices) within 1e-4 in float32. The files are read by
+jepa.torch_pickle (no torch); a run of the CLI with torch hidden checks that conversion needs no torch at
+all. Tests that make files skip when torch is not installed (`pip install -e ".[torch]"`). The error and
+evaluation tests build official-layout state dicts in NumPy and run without torch.
 """
 import json
 import os
@@ -31,7 +32,7 @@ try:
 except ImportError:
   torch = ref = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install 'jepa[torch]')")
+needs_torch = pytest.mark.skipif(torch is None, reason='torch is not installed (pip install -e ".[torch]")')
 ATOL = 1e-4
 
 # name -> (torch model sizes, converter flags); tiny, with uneven sin-cos / RoPE channel splits on purpose.
@@ -147,6 +148,158 @@ def test_cli_reports_a_missing_tensor_on_one_line(tmp_path):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and "target_encoder['module.blocks.1.mlp.fc2.bias'] is missing" in lines[0], lines
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# A `python -m jepa.convert` in which `import torch` fails: what a machine without torch runs.
+HIDE_TORCH = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['jepa.convert', *sys.argv[1:]]; "
+              "runpy.run_module('jepa.convert', run_name='__main__', alter_sys=True)")
+
+
+def _convert_cli(*args, hide_torch=True):
+  command = ["-c", HIDE_TORCH] if hide_torch else ["-m", "jepa.convert"]
+  return subprocess.run([sys.executable, *command, *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def _flat(tree):
+  """{'a/0/b': ndarray} of a nested tree (int and str keys alike)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  name = lambda k: str(getattr(k, "key", getattr(k, "idx", k)))
+  return {"/".join(map(name, path)): np.asarray(leaf) for path, leaf in leaves}
+
+
+@needs_torch
+def test_the_cli_converts_a_torch_file_with_torch_hidden(tmp_path):
+  """torch.save writes the file; a process where `import torch` fails converts it; the restored step 0 equals
+  the conversion of torch's own `tensor.numpy()` arrays, bit for bit."""
+  sizes, flags = CASES["vjepa"]
+  encoder, target, predictor = ref.make_models("vjepa", **sizes, seed=3)
+  path = tmp_path / "vjepa.pth.tar"
+  ckpt = ref.save_official(str(path), "vjepa", encoder, target, predictor)
+  workdir = tmp_path / "run"
+  proc = _convert_cli("--format=vjepa", f"--checkpoint={path}", f"--workdir={workdir}", "--heads=2",
+                      "--config.data.num_threads=1", "--config.masks.min_context=1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "converted vjepa checkpoint" in proc.stdout and "grid 2x4x4" in proc.stdout, proc.stdout
+
+  want = convert.convert_state_dicts(ref.to_numpy_state_dicts(ckpt), "vjepa", **flags)
+  _, state, _ = evaluate.restore(run_config.load(str(workdir)), str(workdir))
+  got = {"params": _flat(jax.device_get(state["params"])), "ema": _flat(jax.device_get(state["ema"]))}
+  expected = {"params": _flat({"encoder": want.encoder, "predictor": want.predictor}),
+              "ema": _flat(want.target_encoder)}
+  for part in ("params", "ema"):
+    assert set(got[part]) == set(expected[part]), part
+    for key, value in expected[part].items():
+      np.testing.assert_array_equal(got[part][key], value, err_msg=f"{part}/{key}")
+  # The same check, spot on a tensor whose layout is spelled out: Conv3d [D, 3, kt, p, p] -> [kt, p, p, 3, D].
+  conv = ckpt["encoder"]["module.backbone.patch_embed.proj.weight"].numpy()
+  np.testing.assert_array_equal(got["params"]["encoder/patch_embed/kernel"], conv.transpose(2, 3, 4, 1, 0))
+
+
+def test_the_cli_reports_reading_errors_on_one_line_with_torch_hidden(tmp_path):
+  """Exit status 2 and one line naming the problem; nothing says torch is needed."""
+  workdir, _ = _converted_workdir(tmp_path)
+  (tmp_path / "foo.pth").write_bytes(b"not a checkpoint")
+  cases = {
+      str(tmp_path / "missing.pth"): f"--checkpoint={tmp_path / 'missing.pth'} does not exist",
+      workdir: f"--checkpoint={workdir} is a jepa workdir/checkpoint, not a PyTorch checkpoint; use it",
+      str(tmp_path / "foo.pth"): "is not a PyTorch checkpoint",
+  }
+  for source, needle in cases.items():
+    proc = _convert_cli("--format=ijepa", f"--checkpoint={source}", f"--workdir={tmp_path / 'out'}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, (source, proc.returncode, proc.stderr[-3000:])
+    assert needle in lines[0] and "torch]" not in lines[0] and "needs torch" not in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _torch_file(tmp_path, obj, name="ckpt.pth"):
+  path = str(tmp_path / name)
+  torch.save(obj, path)
+  return path
+
+
+@needs_torch
+def test_load_errors_name_what_the_file_holds(tmp_path):
+  # A dict without the state dicts: named with the keys it does hold.
+  path = _torch_file(tmp_path, {"foo": torch.ones(2)})
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(path)
+  _one_line_error(e, f"--checkpoint={path} has no 'encoder' state dict (it holds ['foo'])")
+  # A bare state dict of many tensors: its first keys and how many.
+  sizes, _ = CASES["ijepa"]
+  encoder, _, _ = ref.make_models("ijepa", **sizes)
+  path = _torch_file(tmp_path, encoder.state_dict(), "bare.pth")
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(path)
+  _one_line_error(e, "has no 'encoder' state dict (it holds ['blocks.0.attn.proj.bias', ",
+                  f"({len(encoder.state_dict())} keys)]")
+  # Not a dict; a state dict that is not a dict; a tensor that is not floating-point.
+  path = _torch_file(tmp_path, [torch.ones(2)], "list.pth")
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(path)
+  _one_line_error(e, "holds a list, not the dict of state dicts")
+  full = {"encoder": {"w": torch.ones(2)}, "predictor": {"w": torch.ones(2)}, "target_encoder": 3}
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(_torch_file(tmp_path, full, "int.pth"))
+  _one_line_error(e, "'target_encoder' in ", "is of type int, not a state dict")
+  full["target_encoder"] = {"module.step": torch.tensor(3)}
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(_torch_file(tmp_path, full, "long.pth"))
+  _one_line_error(e, "target_encoder['module.step'] in ", "is a tensor of int64, not a floating-point tensor")
+  # Code in the file: refused, not run.
+  marker = tmp_path / "pwned"
+  evil = {"encoder": {}, "predictor": {}, "target_encoder": {}, "x": _Evil(marker)}
+  path = _torch_file(tmp_path, evil, "evil.pth")
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(path)
+  _one_line_error(e, f"--checkpoint={path} is refused", "system")
+  assert not marker.exists()
+
+
+class _Evil:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+def test_folders_are_named_for_what_they_are(tmp_path):
+  workdir, _ = _converted_workdir(tmp_path)
+  step = os.path.join(workdir, "checkpoints", "0")
+  for source in (workdir, os.path.join(workdir, "checkpoints"), step, os.path.join(step, "state"),
+                 os.path.join(step, "_CHECKPOINT_METADATA")):
+    with pytest.raises(CheckpointError) as e:
+      convert.load_torch_checkpoint(source)
+    _one_line_error(e, f"--checkpoint={source} is a jepa workdir/checkpoint, not a PyTorch checkpoint",
+                    f"python -m jepa.evaluate --workdir={workdir}")
+  other = tmp_path / "folder"
+  other.mkdir()
+  with pytest.raises(CheckpointError) as e:
+    convert.load_torch_checkpoint(str(other))
+  _one_line_error(e, "is a directory, not a PyTorch checkpoint file")
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_checkpoints_are_read_as_float32(dtype, tmp_path):
+  """State dicts saved in bf16 / fp16 are read as float32 equal to torch's own cast (and fp16 ones convert:
+  their tables are within TABLE_ATOL of ours, bf16's rounding of about 4e-3 is not)."""
+  sizes, flags = CASES["ijepa"]
+  models = ref.make_models("ijepa", **sizes)
+  ckpt = {name: {k: v.to(getattr(torch, dtype)) for k, v in ref.official_state_dict(m, "ijepa").items()}
+          for name, m in zip(("encoder", "target_encoder", "predictor"), models)}
+  loaded = convert.load_torch_checkpoint(_torch_file(tmp_path, ckpt))
+  for name, sd in ckpt.items():
+    assert list(loaded[name]) == list(sd)
+    for key, tensor in sd.items():
+      assert loaded[name][key].dtype == np.float32 and loaded[name][key].flags.writeable
+      np.testing.assert_array_equal(loaded[name][key], tensor.float().numpy(), err_msg=f"{name}[{key!r}]")
+  if dtype == "float16":
+    converted = convert.convert_state_dicts(loaded, "ijepa", **flags)
+    qkv = ckpt["encoder"]["module.blocks.1.attn.qkv.weight"].float().numpy()
+    np.testing.assert_array_equal(converted.encoder["blocks"][1]["attn"]["qkv"]["kernel"], qkv.T)
 
 
 # ---------------------------------------------------------------------------------- errors (no torch needed)
