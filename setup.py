@@ -11,7 +11,6 @@ INSTALL_REQUIRES = [
     "grain>=0.2.18",
     "tensorflow-datasets>=4.9.10",
     "ml-collections>=1.1.0",
-    "chex>=0.1.92",
     "absl-py>=2.1",
     "numpy>=1.26",
     "pillow>=10.0",
@@ -28,8 +27,11 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8.0"],
+        # The tests run everything they have: video decoding (PyAV) and the PyTorch parity checks (torch).
+        # torch is pinned because an open range pulls a multi-GB CUDA build; 2.13.0's CPU build is what these
+        # machines carry. jepa itself never needs torch (jepa.convert reads .pth files without it).
+        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0"],
         "video": ["av>=12.0"],
-        "torch": ["torch>=2.2"],
+        "torch": ["torch==2.13.0"],
     },
 )

@@ -1,6 +1,8 @@
 """Run logging: a JSONL file, TensorBoard event files and a console line (step, loss, lr, img/s, ETA)."""
+import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -72,29 +74,80 @@ class MetricWriter:
 
 
 class Progress:
-  """Console progress: throughput and ETA over the steps since the last report (first step excluded)."""
+  """Console progress: step, loss, img/s and ETA, on one line of at most 120 columns (the rest of the metrics
+  go to metrics.jsonl / TensorBoard); updated in place on a terminal, one line per report otherwise.
 
-  def __init__(self, total_steps, global_batch, *, enabled=True):
+  Throughput counts completed steps (the loop marks them with `completed`), over the wall time since the last
+  report less the time spent inside `paused()` (checkpoints, evaluations), so neither dispatch run-ahead nor
+  a slow save makes img/s or ETA jump. The first step (compilation) is excluded by starting after it.
+  """
+
+  WIDTH = 120
+  SHOWN = ("loss", "prediction_loss", "sigreg", "lr")  # Console keys, in order, when the metrics have them.
+
+  def __init__(self, total_steps, global_batch, *, enabled=True, stream=None):
     self.total = total_steps
     self.global_batch = global_batch
     self.enabled = enabled
-    self._t = None
-    self._step = None
+    self.stream = stream or sys.stdout
+    self.in_place = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+    self._open_line = False  # An in-place line is on the terminal, not yet ended by a newline.
+    self._t = self._step = self._done_t = self._done_step = None
+    self._excluded = 0.0
 
   def start(self, step):
-    self._t, self._step = time.perf_counter(), step
+    self._t = self._done_t = time.perf_counter()
+    self._step = self._done_step = step
+    self._excluded = 0.0
+
+  def completed(self, step):
+    """Marks `step` as computed (its outputs are ready) now."""
+    self._done_t, self._done_step = time.perf_counter(), step
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside does not count as training time."""
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._excluded += time.perf_counter() - t0
 
   def report(self, step, metrics):
-    now = time.perf_counter()
-    dt, ds = now - self._t, step - self._step
-    self._t, self._step = now, step
+    if self._t is None:
+      self.start(step)
+    dt = self._done_t - self._t - self._excluded
+    ds = self._done_step - self._step
+    self._t, self._step, self._excluded = self._done_t, self._done_step, 0.0
     rate = ds / dt if dt > 0 and ds > 0 else float("nan")
     out = {"steps_per_s": rate, "img_per_s": rate * self.global_batch}
     if self.enabled:
       eta = (self.total - step) / rate if rate == rate and rate > 0 else float("nan")
-      shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items() if np.asarray(v).size == 1)
-      print(f"step {step}/{self.total} {shown} img/s={out['img_per_s']:.1f} eta={_eta(eta)}", flush=True)
+      shown = [f"{k}={_fmt(metrics[k])}" for k in self.SHOWN if k in metrics]
+      shown += [f"{k}={int(metrics[k])}" for k in ("skipped_steps", "corrupt_skipped") if metrics.get(k)]
+      line = f"step {step}/{self.total} " + " ".join(shown)
+      tail = f" img/s={out['img_per_s']:.1f} eta={_eta(eta)}"
+      line = line[:self.WIDTH - len(tail)] + tail
+      if self.in_place:
+        self.stream.write("\r\033[K" + line)
+        self.stream.flush()
+        self._open_line = True
+      else:
+        print(line, file=self.stream, flush=True)
     return out
+
+  def message(self, text):
+    """Prints `text` on its own line (below an in-place progress line, which stays)."""
+    if self._open_line:
+      self.stream.write("\n")
+      self._open_line = False
+    print(text, file=self.stream, flush=True)
+
+  def finish(self):
+    if self._open_line:
+      self.stream.write("\n")
+      self.stream.flush()
+      self._open_line = False
 
 
 def _fmt(v):

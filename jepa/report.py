@@ -87,6 +87,8 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
              f"training loop {times['train']} (first step, compilation included, {times['compile']}), "
              f"evaluation {times['evaluation']}, pictures {times['pictures']}; "
              f"{results.get('skipped_steps', 0)} skipped steps.")
+  if results.get("health"):
+    out += ["", f"**WARNING: {results['health']}.**"]
   out += ["", "## Config", ""]
   out += [f"- {line}" for line in _key_lines(config, has_predictor=has_predictor, has_ema=has_ema)]
   flat = config_lib._flatten(config)  # pylint: disable=protected-access

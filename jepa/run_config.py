@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from jepa import config as config_lib
 from jepa.errors import ConfigError
 
 CONFIG_FILE = "config.json"
@@ -46,6 +47,46 @@ def save(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2))
+
+
+# Keys a resumed run may change: how long it trains, what it logs, evaluates and keeps, where the data lies
+# and how it is read, and the devices it runs on (resume is exact across meshes). Anything else would train a
+# run that config.json does not describe.
+RESUMABLE = ("train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.collapse_alarm", "train.collapse_alarm_logs", "eval.", "data.data_dir", "data.num_threads",
+             "data.prefetch", "data.skip_corrupt", "mesh.", "distributed.")
+
+
+def _flat_json(config):
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, dict):
+        yield from walk(v, f"{prefix}{k}.")
+      else:
+        yield f"{prefix}{k}", v
+  return dict(walk(json.loads(config.to_json_best_effort()), ""))
+
+
+def check_resume(path, config):
+  """Raises a ConfigError naming every key in which `config` differs from the saved run's `path` (config.json),
+  except the RESUMABLE ones. A run without config.json (an old layout) is not checked."""
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = config_lib.with_defaults(ml_collections.ConfigDict(_tuples(json.load(f))))
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is unreadable ({e}); resume needs the run's config: restore the file or use a "
+                      "new --workdir") from None
+  old, new = _flat_json(saved), _flat_json(config)
+  changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+             and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE)]
+  if changed:
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    raise ConfigError(f"--workdir={os.path.dirname(path) or '.'} holds a run trained with another config: {shown}"
+                      f"{more}; resume with the run's values (--config=jepa/run_config.py:WORKDIR) or use a new "
+                      "--workdir (a resume may change only train.num_steps, logging, eval.*, data location, mesh)")
 
 
 def get_config(arg=""):

@@ -16,6 +16,7 @@ The train state is a plain pytree of arrays, so it shards, donates and checkpoin
 Randomness: the step's key is fold_in(key(seed), step), so a resumed run draws exactly what an uninterrupted
 one would; the data iterator's position is checkpointed with the state.
 """
+import collections
 import functools
 import json
 import os
@@ -35,6 +36,7 @@ from jepa import config as config_lib
 from jepa import metrics as metrics_lib
 from jepa import optim
 from jepa import parallel
+from jepa import run_config
 from jepa.data import pipeline
 from jepa.data import sources
 from jepa.errors import ConfigError, JepaError
@@ -325,15 +327,19 @@ class Trainer:
     ckpt = checkpoint_lib.Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
                                        max_to_keep=tcfg.keep_checkpoints)
     self._corrupt = iterator.corrupt  # skip_corrupt's counters (None without it), logged with the metrics.
+    config_path = os.path.join(self.workdir, "config.json")
+    if ckpt.all_steps():
+      # A resumed run must be the run config.json describes: refuse any change but the keys that may change.
+      run_config.check_resume(config_path, cfg)
     restored = ckpt.restore_latest(self.abstract_state, iterator)
     if restored is None:
       state = self._init(cfg.seed)
-      if self.is_main:
-        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
-          f.write(cfg.to_json_best_effort(indent=2))
     else:
       state, _ = restored
       self._log(f"resumed from step {int(state['step'])} in {self.workdir}")
+    if self.is_main:  # Rewritten on resume too: num_steps / eval / logging may have changed.
+      with open(config_path, "w", encoding="utf-8") as f:
+        f.write(cfg.to_json_best_effort(indent=2))
     step = int(state["step"])
     # Rows after `step` in metrics.jsonl come from a run that died before its next checkpoint; the writer
     # drops them because this run logs those steps again (one row per logged step, as uninterrupted).
@@ -353,7 +359,12 @@ class Trainer:
     signals = (signal.SIGINT,) if _preemption_service_active() else (signal.SIGTERM, signal.SIGINT)
     previous = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum)) for s in signals}
     progress = metrics_lib.Progress(self.num_steps, tcfg.batch_size, enabled=self.verbose)
+    self._progress, self._last_loss = progress, None
     pending = []
+    # Steps dispatched but maybe not computed. Waiting for step k-1 before dispatching k+1 keeps at most two in
+    # flight: a signal is then honoured within two steps (a preemption notice gives ~30 s), queued batches do
+    # not pile up in memory, and img/s / ETA time computed steps rather than dispatches.
+    in_flight = collections.deque()
     compile_time = None
     try:
       while step < self.num_steps:
@@ -367,20 +378,30 @@ class Trainer:
           compile_time = time.perf_counter() - t0
           self._log(f"first step (compilation included) took {compile_time:.1f}s")
           progress.start(step)
+        else:
+          in_flight.append((step, metrics["loss"]))
+          if len(in_flight) > 1:
+            done, loss = in_flight.popleft()
+            jax.block_until_ready(loss)
+            progress.completed(done)
         pending.append(metrics)
         if step % tcfg.log_every == 0 or step == self.num_steps:
+          jax.block_until_ready(metrics["loss"])
+          progress.completed(step)
+          in_flight.clear()
           self._log_metrics(step, pending, state, progress, writer)
           pending = []
-        if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < self.num_steps:
-          self._save(ckpt, step, state, iterator)
-        if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
-          probe = _flat(self.evaluate(state, random_baseline=False))
-          writer.write(step, probe, prefix="probe/")
-          self._log(f"step {step} evaluations: " + ", ".join(f"{k} {v:.4g}" for k, v in probe.items()))
-          self._check_alarms(step, {f"probe/{k}": v for k, v in probe.items()}, writer)
-          if cfg.eval.pictures:  # Redrawn at every evaluation, so the run can be watched while it trains.
-            from jepa import pictures  # pylint: disable=import-outside-toplevel
-            pictures.write_pictures(self, state, alarms=self.alarm.alarms)
+        with progress.paused():  # Checkpoints and evaluations do not count against the throughput.
+          if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < self.num_steps:
+            self._save(ckpt, step, state, iterator)
+          if cfg.eval.every and step % cfg.eval.every == 0 and step < self.num_steps:
+            probe = _flat(self.evaluate(state, random_baseline=False))
+            writer.write(step, probe, prefix="probe/")
+            self._log(f"step {step} evaluations: " + ", ".join(f"{k} {v:.4g}" for k, v in probe.items()))
+            self._check_alarms(step, {f"probe/{k}": v for k, v in probe.items()}, writer)
+            if cfg.eval.pictures:  # Redrawn at every evaluation, so the run can be watched while it trains.
+              from jepa import pictures  # pylint: disable=import-outside-toplevel
+              pictures.write_pictures(self, state, alarms=self.alarm.alarms)
         # Called every step on every host, as JAX's preemption sync protocol requires.
         preempted = ckpt.reached_preemption(step)
         if stop_signal or preempted or step == stop_at:
@@ -390,6 +411,7 @@ class Trainer:
           self.state = state
           reason = (f"received {signal.Signals(stop_signal[0]).name}" if stop_signal else
                     "preemption notice" if preempted else f"stop_at={stop_at}")
+          progress.finish()
           self._log(f"{reason}: saved a checkpoint at step {step} and stopped; run the same command to "
                     "resume")
           return {"step": step, "preempted": True}
@@ -400,9 +422,12 @@ class Trainer:
         signal.signal(s, handler)
       ckpt.close()
 
+    progress.finish()
     self.state = state
     results = {"step": step, "compile_time_s": compile_time, "skipped_steps": int(state["skipped"]),
                "train_time_s": time.perf_counter() - start_time}  # This process's loop, checkpoints included.
+    results["health"] = _health(int(state["skipped"]), int(state["first_bad_step"]), self.num_steps,
+                                self._last_loss)
     probes = {}
     if cfg.eval.probe:
       t0 = time.perf_counter()
@@ -415,6 +440,8 @@ class Trainer:
         self._log(f"{kind} probe accuracy (held-out split): {line}" if kind in PROBES else f"{kind}: {line}")
     writer.close()
     results["alarms"] = list(self.alarm.alarms)
+    if results["health"]:
+      self._log(f"WARNING: {results['health']}")
     if cfg.eval.pictures:
       t0 = time.perf_counter()
       from jepa import pictures  # pylint: disable=import-outside-toplevel  (matplotlib only when drawing)
@@ -432,6 +459,9 @@ class Trainer:
         drawn = results.get("pictures")
         self._log(f"wrote {path}" + (f" and {len(drawn)} pictures in {os.path.join(self.workdir, 'pictures')}"
                                      if drawn else ""))
+    if 2 * results["skipped_steps"] > self.num_steps:  # The results describe an (almost) untrained model.
+      raise TrainingStopped(f"{results['health']}; the results are not those of a trained model: lower "
+                            "--config.optim.lr (or find the bad input) and train in a new --workdir")
     return results
 
   def _check_alarms(self, step, metrics, writer):
@@ -467,13 +497,29 @@ class Trainer:
       if jax.process_count() > 1:
         count = multihost_utils.process_allgather(count).sum()
       averaged["corrupt_skipped"] = int(count)
+    self._last_loss = float(host[-1]["loss"])  # The final step's, not the window mean.
     averaged.update(progress.report(step, averaged))
     writer.write(step, averaged)
     self._check_alarms(step, averaged, writer)
 
   def _log(self, message):
     if self.verbose:
-      print(message, flush=True)
+      progress = getattr(self, "_progress", None)
+      if progress is not None:
+        progress.message(message)  # Below the in-place progress line on a terminal.
+      else:
+        print(message, flush=True)
+
+
+def _health(skipped, first_bad, num_steps, last_loss):
+  """'' for a healthy run, else one sentence on its skipped steps and non-finite final loss."""
+  problems = []
+  if skipped:
+    problems.append(f"{skipped} of {num_steps} steps were skipped (non-finite loss or gradient, the first at "
+                    f"step {first_bad})")
+  if last_loss is not None and not np.isfinite(last_loss):
+    problems.append(f"the last logged loss is {last_loss}")
+  return "; ".join(problems)
 
 
 def run(config, workdir):

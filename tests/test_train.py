@@ -2,6 +2,8 @@
 
 Meshes and multi-device equivalence are in test_parallel.py, several processes in test_multihost.py.
 """
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -56,7 +58,12 @@ def test_nan_guard_skips_updates(tmp_path):
   trainer = train.Trainer(_config(num_steps=4, checkpoint_every=2), str(tmp_path), verbose=False)
   initial = _params(trainer._init(trainer.config.seed))  # pylint: disable=protected-access
   _poison(trainer)
-  trainer.run()
+  # Every step skipped: the run trains nothing, so it ends with an error (after writing its results) instead of
+  # reporting an untrained model as a result.
+  with pytest.raises(train.TrainingStopped, match="4 of 4 steps were skipped .* first at step 0"):
+    trainer.run()
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["skipped_steps"] == 4 and "4 of 4 steps were skipped" in results["health"]
   assert int(trainer.state["skipped"]) == 4
   assert int(trainer.state["first_bad_step"]) == 0
   for a, b in zip(initial, _params(trainer.state)):  # no update was applied; checkpoints hold finite values
@@ -106,3 +113,37 @@ def test_methods_pass_their_key_to_the_trained_encoders_drop_path(name):
   change = np.linalg.norm(grads[0.5][0] - grads[0.0][0]) / np.linalg.norm(grads[0.0][0])
   assert change > 1e-2, change
   np.testing.assert_allclose(features[0.5], features[0.0], atol=1e-6)
+
+
+def test_resume_refuses_a_changed_config_and_rewrites_config_json(tmp_path):
+  """A resume may change num_steps / logging / eval (config.json is rewritten to say so), nothing else: a changed
+  lr or seed is refused naming each key, before anything trains."""
+  assert train.Trainer(_config(num_steps=4, checkpoint_every=2), str(tmp_path), verbose=False).run(stop_at=2)
+  changed = _config(num_steps=4, checkpoint_every=2)
+  changed.optim.lr, changed.seed = 0.5, 7
+  with pytest.raises(train.ConfigError, match=r"another config: optim.lr \(0.001 -> 0.5\), seed \(0 -> 7\); "):
+    train.Trainer(changed, str(tmp_path), verbose=False).run()
+  longer = train.Trainer(_config(num_steps=6, checkpoint_every=2, log_every=3), str(tmp_path), verbose=False)
+  assert longer.run()["step"] == 6
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["train"]["num_steps"] == 6 and saved["train"]["log_every"] == 3
+
+
+def test_progress_counts_completed_steps_and_excludes_paused_time(monkeypatch, capsys):
+  """img/s = completed steps / (wall time - time inside paused()), on a fake clock; the line fits 120 columns."""
+  from jepa import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  clock = [100.0]
+  monkeypatch.setattr(metrics_lib.time, "perf_counter", lambda: clock[0])
+  progress = metrics_lib.Progress(total_steps=100, global_batch=8)
+  progress.start(1)
+  clock[0] += 2.0
+  progress.completed(5)        # 4 steps in 2 s
+  with progress.paused():      # a 30 s checkpoint does not count
+    clock[0] += 30.0
+  clock[0] += 1.0
+  progress.completed(7)        # 2 more steps in 1 s
+  out = progress.report(7, {"loss": 0.5, "lr": 1e-3, "some_long_metric_name_" * 10: 1.0})
+  assert out["steps_per_s"] == pytest.approx(6 / 3.0)
+  assert out["img_per_s"] == pytest.approx(16.0)
+  line = capsys.readouterr().out.strip()
+  assert line == "step 7/100 loss=0.5 lr=0.001 img/s=16.0 eta=0m46s" and len(line) <= 120

@@ -1,0 +1,223 @@
+r"""Quality per compute: train a config for a wall-clock budget or a step count, probe it along the way.
+
+  python experiments/budget.py --config=configs/ijepa_vit.py:cifar10_reference --name=ijepa_reference \
+      --steps=1670 --points=4 --workdir=/tmp/budget/ijepa_reference
+  python experiments/budget.py --config=configs/lejepa_vit.py:cifar10_cpu --name=lejepa_cpu --minutes=21.6 \
+      --workdir=/tmp/budget/lejepa_cpu
+  python experiments/budget.py --summary=cifar10     # table + picture of every result on that dataset
+
+With --minutes the step's time is measured first (a few steps after compilation, in a throw-away state) and
+train.num_steps is set so that training fills the budget: the schedules (warmup, cosine, EMA) then span the
+run, as they would in a run planned for that length. Training is split at `--points` evenly spaced steps; at
+each one the frozen features (the method's probe features) of the whole training split and of the held-out
+split are extracted and scored:
+  - linear probe: standardised features, multinomial logistic regression, L2 picked on a 20% hold-out of the
+    training features (jepa/evaluation/linear_probe.py);
+  - kNN (k = 20, cosine, weighted vote with T = 0.07).
+Raw pixels (the eval transform's normalised pixels) and the same network at random init are scored once per
+result file, with the same probes, as the horizontal lines of the picture. Each point records the step, the
+epochs seen, training minutes (the loop's wall time, evaluations excluded; checkpoint saves at the points
+included), img/s and the 1-minute load average, since these machines are shared.
+
+Results: experiments/results/budget/<name>.json; --summary writes experiments/results/budget/<dataset>.md and
+<dataset>.png (accuracy against training minutes, one curve per result).
+"""
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+
+from jepa import train
+from jepa.data import pipeline
+from jepa.data import sources
+from jepa.evaluation import knn
+from jepa.evaluation import linear_probe
+
+config_flags.DEFINE_config_file("config", None, "Config to train.", lock_config=False)
+flags.DEFINE_string("name", None, "Result name: experiments/results/budget/<name>.json.")
+flags.DEFINE_string("workdir", None, "Run directory (must be new or hold the same run).")
+flags.DEFINE_float("minutes", 0.0, "Training budget in minutes (sets train.num_steps); or give --steps.")
+flags.DEFINE_integer("steps", 0, "Training steps (default: the config's train.num_steps).")
+flags.DEFINE_integer("points", 4, "Evaluation points, evenly spaced over the run (the last at its end).")
+flags.DEFINE_integer("calibration_steps", 6, "Timed steps used to turn --minutes into steps.")
+flags.DEFINE_integer("probe_train_examples", 0, "Training examples the probes fit on (0 = the whole split).")
+flags.DEFINE_string("summary", None, "Write the table and picture of every result on this dataset and exit.")
+FLAGS = flags.FLAGS
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "budget")
+
+
+def dataset_name(config):
+  if config.data.source in ("npz", "folder", "idx"):
+    return os.path.basename(os.path.dirname(os.path.abspath(config.data.path))) or config.data.path
+  return config.data.name or config.data.source
+
+
+def pixels(trainer, source, max_examples):
+  """Flattened eval-transform images: the raw-pixel features."""
+  source = sources.fixed_subset(source, max_examples)
+  xs, ys = [], []
+  for batch in pipeline.eval_batches(source, trainer.method.example_fn(train=False), batch_size=256):
+    xs.append(batch["image"][batch["mask"]].reshape(int(batch["mask"].sum()), -1))
+    ys.append(batch["label"][batch["mask"]])
+  return np.concatenate(xs), np.concatenate(ys)
+
+
+def score(train_xy, eval_xy, num_classes):
+  (xt, yt), (xe, ye) = train_xy, eval_xy
+  xt, xe = xt.reshape(len(xt), -1), xe.reshape(len(xe), -1)
+  t0 = time.perf_counter()
+  probe = linear_probe.linear_probe(xt, yt, xe, ye, num_classes)
+  knn_acc = knn.knn_accuracy(xt, yt, xe, ye, num_classes)
+  return {"linear": probe["accuracy"], "linear_l2": probe["l2"], "knn": knn_acc,
+          "probe_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def features(trainer, state, eval_source):
+  n = FLAGS.probe_train_examples
+  return trainer.extract(state, trainer.train_source, n), trainer.extract(state, eval_source, 0)
+
+
+def step_seconds(config, workdir):
+  """Median seconds per step of the config's train step (after compilation), on a throw-away state."""
+  trainer = train.Trainer(config, workdir, verbose=False)
+  state = trainer._init(config.seed)  # pylint: disable=protected-access
+  iterator = pipeline.make_train_iterator(
+      trainer.train_source, trainer.method.example_fn(train=True), batch_size=trainer.local_batch,
+      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+  times = []
+  for i in range(FLAGS.calibration_steps + 1):
+    batch = train.parallel.global_batch(next(iterator), trainer.batch_sharding)
+    t0 = time.perf_counter()
+    state, metrics = trainer.train_step(state, batch)
+    metrics["loss"].block_until_ready()
+    if i:  # Step 0 compiles.
+      times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def run(config):
+  config.eval.update(probe=False, pictures=False, report=False, every=0)
+  if FLAGS.minutes:
+    sec = step_seconds(config, FLAGS.workdir + ".calibration")
+    config.train.num_steps = max(FLAGS.points, int(FLAGS.minutes * 60 / sec))
+    print(f"budget: {FLAGS.minutes} min at {sec:.3f} s/step -> train.num_steps={config.train.num_steps}",
+          flush=True)
+  elif FLAGS.steps:
+    config.train.num_steps = FLAGS.steps
+  num_steps = config.train.num_steps
+  config.train.checkpoint_every = 0  # Only the points (and the end) save.
+  trainer = train.Trainer(config, FLAGS.workdir)
+  eval_source = sources.get_source(config.data, "eval")
+  num_classes = trainer.train_source.num_classes
+  train_size = len(trainer.train_source)
+  out = {"name": FLAGS.name, "command": " ".join(["python"] + sys.argv), "dataset": dataset_name(config),
+         "method": config.method, "num_steps": num_steps, "global_batch": config.train.batch_size,
+         "train_examples": train_size, "eval_examples": len(eval_source),
+         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+         "cpu_flags": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if _has_flag(f)),
+         "points": []}
+
+  t0 = time.perf_counter()
+  baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, FLAGS.probe_train_examples),
+                                   pixels(trainer, eval_source, 0), num_classes),
+               "random_init": score(*features(trainer, trainer._init(config.seed + 1), eval_source),  # pylint: disable=protected-access
+                                    num_classes)}
+  out["baselines"] = baselines
+  print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
+
+  train_seconds = 0.0
+  for k in range(1, FLAGS.points + 1):
+    stop = round(k * num_steps / FLAGS.points)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    result = trainer.run(stop_at=stop if stop < num_steps else None)
+    train_seconds += time.perf_counter() - t0
+    step = result["step"]
+    point = {"step": step, "epochs": round(step * config.train.batch_size / train_size, 2),
+             "train_minutes": round(train_seconds / 60, 2),
+             "img_per_s": round(step * config.train.batch_size / train_seconds, 1),
+             "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
+    point.update(score(*features(trainer, trainer.state, eval_source), num_classes))
+    out["points"].append(point)
+    print("point: " + json.dumps(point), flush=True)
+    _write(out)
+  return out
+
+
+def _has_flag(flag):
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return f" {flag} " in f.read()
+  except OSError:
+    return False
+
+
+def _write(out):
+  os.makedirs(RESULTS, exist_ok=True)
+  with open(os.path.join(RESULTS, f"{out['name']}.json"), "w", encoding="utf-8") as f:
+    json.dump(out, f, indent=2)
+
+
+def summary(dataset):
+  """experiments/results/budget/<dataset>.{md,png} from every result on `dataset`."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  results = []
+  for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+    with open(path, encoding="utf-8") as f:
+      r = json.load(f)
+    if r.get("dataset") == dataset and r.get("points"):
+      results.append(r)
+  if not results:
+    raise SystemExit(f"error: no results for dataset {dataset!r} in {RESULTS}; run experiments/budget.py first")
+  lines = [f"# Quality per compute on {dataset}", "",
+           "Written by `python experiments/budget.py --summary=" + dataset + "` from the result files beside it;",
+           "each row is one evaluation point (linear probe / kNN on the held-out carve of the train split).", "",
+           "| result | method | step | epochs | train min | img/s | load | linear | kNN | command |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for r in results:
+    for p in r["points"]:
+      lines.append(f"| {r['name']} | {r['method']} | {p['step']} | {p['epochs']} | {p['train_minutes']} | "
+                   f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p['linear']:.4f} | "
+                   f"{p['knn']:.4f} | `{r['command']}` |")
+    for base in ("raw_pixels", "random_init"):
+      lines.append(f"| {r['name']} | {base} | 0 | 0 | 0 | | | {r['baselines'][base]['linear']:.4f} | "
+                   f"{r['baselines'][base]['knn']:.4f} | |")
+    ax.plot([0] + [p["train_minutes"] for p in r["points"]],
+            [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
+  raw = results[0]["baselines"]["raw_pixels"]["linear"]
+  ax.axhline(raw, color="k", ls="--", lw=1, label=f"raw pixels ({raw:.3f})")
+  for r in results:
+    ax.axhline(r["baselines"]["random_init"]["linear"], color="gray", ls=":", lw=0.8)
+  ax.set_xlabel("training minutes (2 CPU cores)")
+  ax.set_ylabel("linear-probe accuracy (held-out carve)")
+  ax.set_title(f"{dataset}: accuracy per training minute (dotted: random init)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(RESULTS, f"{dataset}.png"), dpi=110)
+  with open(os.path.join(RESULTS, f"{dataset}.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n\n![accuracy per minute](" + dataset + ".png)\n")
+  print("\n".join(lines))
+
+
+def main(argv):
+  del argv
+  if FLAGS.summary:
+    summary(FLAGS.summary)
+    return
+  if not (FLAGS.config and FLAGS.name and FLAGS.workdir):
+    raise SystemExit("error: pass --config, --name and --workdir (or --summary=DATASET)")
+  run(FLAGS.config)
+
+
+if __name__ == "__main__":
+  app.run(main)
