@@ -1,0 +1,24 @@
+"""Suite-wide rule: a test may not pass as skipped because a package is missing.
+
+`pip install -e ".[test]"` installs everything the tests use (PyAV, torch's CPU build); a skip that says a
+package could not be imported means that install step is broken, so it is reported as a failure (CI would
+otherwise stay green on a machine that happens to have the package, and skip the check everywhere else).
+Skips for other reasons (e.g. ../shared/data absent on a user's machine) stay skips.
+"""
+import re
+
+import pytest
+
+MISSING_PACKAGE = re.compile(r"could not import|No module named|is not installed|pip install", re.IGNORECASE)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+  outcome = yield
+  report = outcome.get_result()
+  if report.skipped and isinstance(report.longrepr, tuple):
+    reason = str(report.longrepr[2])
+    if MISSING_PACKAGE.search(reason):
+      report.outcome = "failed"
+      report.longrepr = (f"skipped for a missing package ({reason}); `pip install -e \".[test]\"` must install "
+                         "it: add it to the [test] extra in setup.py")
