@@ -1,0 +1,1 @@
+"""Small pure-JAX environments for action-conditioned world models (jit- and vmap-able)."""
