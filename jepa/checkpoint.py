@@ -12,6 +12,10 @@ fact (a truncated or bit-flipped file) is caught by a per-leaf checksum of the s
 time and compared after every restore; unreadable newer checkpoints are moved to `<dir>.corrupt/` so that the
 resumed run can save those steps again.
 """
+import logging
+import sys
+import threading
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -20,6 +24,56 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jepa.errors import CheckpointError
+
+
+_hook_lock = threading.Lock()
+_silenced = {"count": 0}
+
+
+def _contain_closed_loop_callbacks():
+  """Drops the "Event loop is closed" RuntimeErrors that TensorStore's late read callbacks raise after Orbax
+  gave up on an unreadable checkpoint (hundreds of tracebacks on stderr, one per pending read).
+
+  Orbax runs each restore in its own asyncio loop and closes it when an item fails; reads still in flight then
+  complete on TensorStore's threads and call `loop.call_soon_threadsafe` on the closed loop, and Python reports
+  each failure through `sys.unraisablehook`. Only that error is dropped (and counted); every other unraisable
+  exception goes to the previous hook. Installed once, process-wide, by the first Checkpointer.
+  """
+  with _hook_lock:
+    previous = sys.unraisablehook
+    if getattr(previous, "_jepa_contains_closed_loops", False):
+      return
+
+    def hook(unraisable):
+      exc = unraisable.exc_value
+      if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        _silenced["count"] += 1
+        return
+      previous(unraisable)
+
+    hook._jepa_contains_closed_loops = True  # pylint: disable=protected-access
+    sys.unraisablehook = hook
+    # The same abandoned reads, when they fail, are reported by asyncio as "Task exception was never
+    # retrieved" (an ERROR record with the whole TensorStore spec): the failure itself is already the one
+    # WARNING line of restore_latest.
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+
+
+class _AbandonedOrbaxTasks(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" records of Orbax's abandoned restore tasks."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    if message.startswith(("Task exception was never retrieved", "Future exception was never retrieved")) and (
+        "orbax" in message or "tensorstore" in message.lower()):
+      _silenced["count"] += 1
+      return False
+    return True
+
+
+def _is_shape_mismatch(reason):
+  """Whether an Orbax restore failure says the stored arrays have other shapes than the model's."""
+  return "not compatible with the stored shape" in reason or "Requested shape" in reason
 
 
 @jax.jit
@@ -59,6 +113,7 @@ class Checkpointer:
   """Saves and restores WORKDIR/checkpoints; see the module docstring for the crash-safety guarantees."""
 
   def __init__(self, directory, *, max_to_keep=3, async_save=True):
+    _contain_closed_loop_callbacks()
     self.directory = directory
     # A run killed mid-save leaves `<step>.orbax-checkpoint-tmp` (never a step); delete such leftovers.
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
@@ -88,12 +143,14 @@ class Checkpointer:
     at `step`; always False on a single process, where SIGTERM is handled by the loop itself."""
     return self.manager.reached_preemption(step)
 
-  def restore_latest(self, abstract_state, iterator):
+  def restore_latest(self, abstract_state, iterator, *, mismatch_fix=None):
     """Restores the newest readable checkpoint into the given shardings; returns (state, meta) or None.
 
     A checkpoint is readable when Orbax restores every item and the state's checksums match those saved with
     it. Unreadable newer ones are moved aside (with a warning); if checkpoints exist but none is readable the
-    run stops with a CheckpointError rather than silently starting over.
+    run stops with a CheckpointError rather than silently starting over. When every one fails because its
+    arrays have other shapes than `abstract_state` (the config describes another model), the error says so,
+    with `mismatch_fix` as the fix (default: the fix for a training run).
     """
     initial_position = iterator.get_state() if iterator is not None else None
     unreadable = []
@@ -114,7 +171,7 @@ class Checkpointer:
             raise CheckpointError(f"checksum mismatch in {bad} of {len(actual)} state arrays")
       except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint: fall back)
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        detail = detail.split(" See full TensorStore details")[0][:200]
+        detail = detail.split(" See full TensorStore details")[0].split(" Truncating/padding is disabled")[0][:200]
         reason = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
         unreadable.append((step, reason))
         print(f"WARNING: checkpoint {step} is unreadable ({reason}); trying the previous one", flush=True)
@@ -125,9 +182,13 @@ class Checkpointer:
       iterator.set_state(initial_position)  # A failed attempt may have moved it.
     if unreadable:
       step, reason = unreadable[0]
-      raise CheckpointError(f"no checkpoint in {self.directory} is readable (step {step}: {reason}); if "
-                            "the config changed since they were written use a new --workdir, else move that "
-                            "folder away to start over")
+      head = f"no checkpoint in {self.directory} is readable (step {step}: {reason})"
+      if all(_is_shape_mismatch(r) for _, r in unreadable):
+        fix = mismatch_fix or ("resume with the run's own model keys (--config=jepa/run_config.py:WORKDIR) or "
+                               "train this config in a new --workdir")
+        raise CheckpointError(f"{head}; they hold a model of other shapes than the config's: {fix}")
+      raise CheckpointError(f"{head}; if the config changed since they were written use a new --workdir, else "
+                            "move that folder away to start over")
     return None
 
   def _move_aside(self, steps):

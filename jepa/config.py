@@ -169,8 +169,10 @@ def base_config():
   # Multi-host: explicit coordinator (coordinator_address, num_processes, process_id); or initialize=True,
   # which lets JAX find the hosts itself (Cloud TPU VM metadata, Slurm, Open MPI; tpu/launch.sh sets it); or
   # auto, which initialises when the environment names a multi-process job (Slurm, GKE TPU, Megascale).
+  # initialization_timeout: seconds to wait for all num_processes processes to join the coordinator; then the
+  # run ends with one line (jepa/parallel.py).
   c.distributed = ml_collections.ConfigDict(dict(auto=True, coordinator_address="", num_processes=1,
-                                                 process_id=0, initialize=False))
+                                                 process_id=0, initialize=False, initialization_timeout=300))
   return c
 
 
@@ -208,7 +210,8 @@ def apply_preset(config, arg, presets):
 # --- validation ------------------------------------------------------------------------------------------------
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
-    "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video"),
+    "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video",
+                    "two_rooms"),
     "train.nan_policy": ("skip", "stop"),
     "loss.kind": ("smooth_l1", "l1", "l2"),
     "eval.knn.vote": ("weighted", "majority"),
@@ -221,6 +224,18 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.ima
 _NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.prefetch", "optim.lr",
                  "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
                  "optim.final_weight_decay", "optim.grad_clip", "loss.sigreg_weight")
+
+
+# Pairs (and the 4 jitter strengths): exactly that many numbers, so that `lo, hi = ...` cannot fail later.
+_FIXED_LENGTH = (("data.crop_scale", 2, "min, max"), ("data.crop_ratio", 2, "min, max"),
+                 ("masks.target_scale", 2, "min, max"), ("masks.target_aspect", 2, "min, max"),
+                 ("masks.context_scale", 2, "min, max"), ("lejepa.global_scale", 2, "min, max"),
+                 ("lejepa.local_scale", 2, "min, max"), ("lejepa.blur_sigma", 2, "min, max"),
+                 ("lejepa.jitter", 4, "brightness, contrast, saturation, hue"),
+                 # Images are converted to RGB before normalisation.
+                 ("data.mean", 3, "one per RGB channel"), ("data.std", 3, "one per RGB channel"))
+# Methods that cut the patch grid into context and target blocks (jepa/masks.py).
+_MASKED_METHODS = ("ijepa", "iwm", "vjepa")
 
 
 def _flatten(cfg, prefix=""):
@@ -249,6 +264,8 @@ def validate(config, *, num_devices, process_count=1):
   reference = _flatten(base_config())
   values = _flatten(config)
   for name, value in values.items():
+    if "." in name and name.split(".")[0] not in {k.split(".")[0] for k in reference}:
+      continue  # A section base_config lacks is its method's: its config file declares it, Method.validate checks it.
     if name not in reference:
       close = [k for k in reference if k.split(".")[-1] == name.split(".")[-1]]
       hint = f"; did you mean {close[0]}?" if close else "; remove it or fix its spelling"
@@ -280,17 +297,33 @@ def validate(config, *, num_devices, process_count=1):
                       f"use a multiple of {num_devices}")
   if not 0.0 < config.data.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 1)")
+  for name, size, what in _FIXED_LENGTH:
+    value = values[name]
+    if len(value) != size or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+      example = ",".join(str(v) for v in reference[name])
+      raise ConfigError(f"{name}={tuple(value)} must have {size} entries, numbers ({what}); e.g. "
+                        f"--config.{name}=({example})")
   lo, hi = config.data.crop_scale
   if not 0.0 < lo <= hi <= 1.0:
     raise ConfigError(f"data.crop_scale={tuple(config.data.crop_scale)} must satisfy 0 < min <= max <= 1")
   for name in _NON_NEGATIVE:
     if values[name] < 0:
       raise ConfigError(f"{name}={values[name]} must be >= 0")
-  for name in ("data.mean", "data.std"):  # Images are converted to RGB before normalisation.
-    if len(values[name]) != 3:
-      raise ConfigError(f"{name}={tuple(values[name])} must have 3 entries, one per RGB channel")
   if min(config.data.std) <= 0:
     raise ConfigError(f"data.std={tuple(config.data.std)} must be positive")
+  for name in ("ema.momentum", "ema.final_momentum"):
+    if not 0.0 <= values[name] <= 1.0:
+      raise ConfigError(f"{name}={values[name]} must be in [0, 1]: the EMA target keeps that fraction of itself "
+                        "each step (e.g. 0.996; 1.0 freezes it)")
+  if config.method in _MASKED_METHODS:
+    side = config.data.image_size // config.model.patch_size
+    if side < 2:
+      # No mask setting fits a 1x1 grid (a target block would leave no context), so the fix is the grid.
+      need = 2 * config.model.patch_size
+      raise ConfigError(f"data.image_size={config.data.image_size} with model.patch_size="
+                        f"{config.model.patch_size} gives a {side}x{side} patch grid, too small for context and "
+                        f"target blocks; use --config.data.image_size={need} or more (a multiple of "
+                        f"{config.model.patch_size}), or a smaller model.patch_size")
   if not 0.0 <= config.train.collapse_alarm < 1.0:
     raise ConfigError(f"train.collapse_alarm={config.train.collapse_alarm} must be in [0, 1): a fraction of "
                       "the early value (0 turns the alarm off)")
@@ -302,3 +335,22 @@ def validate(config, *, num_devices, process_count=1):
   if config.eval.lidar.samples < 2 or config.eval.lidar.views < 2:
     raise ConfigError(f"eval.lidar.samples={config.eval.lidar.samples} and eval.lidar.views="
                       f"{config.eval.lidar.views} must both be >= 2 (LiDAR compares views of several images)")
+
+
+def check_training(config):
+  """Checks of a config that only a training run needs (jepa.main calls it before anything starts); one line
+  naming the key and the fix.
+
+  Kept out of `validate` (which every Trainer runs, evaluation included): a schedule that does not fit the run
+  matters only when training.
+  """
+  try:
+    steps, warmup = config.train.num_steps, config.optim.warmup_steps
+  except (AttributeError, KeyError):
+    return  # A missing section is reported by validate(), with the key.
+  numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (steps, warmup))
+  if numbers and steps > 0 and warmup > steps:
+    raise ConfigError(f"optim.warmup_steps={warmup} is longer than the run (train.num_steps={steps}): the "
+                      "learning rate would never reach optim.lr; use --config.optim.warmup_steps="
+                      f"{min(steps, max(1, steps // 10))} (at most train.num_steps) or raise "
+                      f"--config.train.num_steps to {warmup} or more")

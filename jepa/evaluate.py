@@ -13,24 +13,32 @@ jepa/evaluation/evaluators.py) on the frozen features; --probe runs only the pro
 replaces the list. --pictures also draws the run's pictures (curves, masks, patch PCA; jepa/pictures.py)
 into WORKDIR/pictures from this checkpoint. Data overrides
 change only what is probed (images are resized to data.image_size, the size the checkpoint was trained at);
-the model fields must stay those of the checkpoint (a mismatch is reported as an unreadable checkpoint).
+the model fields must stay those of the checkpoint (an override of one, e.g. --config.model.encoder.width, is
+refused on one line before anything is built; see check_model_keys).
 
 `--probe=attentive` on a method whose probe features are pooled (I-JEPA, IWM: average-pooled tokens) probes
 all tokens of its EMA target encoder instead, the V-JEPA protocol. Results are printed and written to
-WORKDIR/evaluation.json (or --output).
+WORKDIR/evaluation.json (or --output, whose folder is checked before anything is evaluated).
 """
 import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from jepa import cli
 from jepa import run_config
-from jepa.errors import CheckpointError, ConfigError, JepaError
+from jepa.errors import CheckpointError, ConfigError
 
 PROBES = ("linear", "attentive")
+# Keys that shape the trained model's parameters: evaluate rebuilds the model of the checkpoint, so they must be
+# the run's (data.*, eval.*, mesh.* and the like may change: they say what is probed and how).
+MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width", "lejepa.cifar_stem", "lejepa.proj_",
+              "iwm.conditioning")
+# ... except those that change how the model runs, not what it computes at evaluation.
+FREE_MODEL_KEYS = ("model.remat", "model.encoder.drop_path")
+MISMATCH_FIX = ("do not override model keys of a trained run (evaluate uses the run's config.json: drop the "
+                "--config.model.* overrides)")
 
 
 def restore(config, workdir, *, verbose=False):
@@ -45,7 +53,7 @@ def restore(config, workdir, *, verbose=False):
   trainer = train.Trainer(config, workdir, verbose=verbose)
   ckpt = checkpoint_lib.Checkpointer(directory)
   try:
-    restored = ckpt.restore_latest(trainer.abstract_state, None)
+    restored = ckpt.restore_latest(trainer.abstract_state, None, mismatch_fix=MISMATCH_FIX)
   finally:
     ckpt.close()
   if restored is None:
@@ -127,32 +135,66 @@ def with_default_config(argv):
   return [argv[0], f"--config={run_config.__file__}:{workdir}", *argv[1:]]
 
 
+def _flat(config):
+  return dict(_walk(json.loads(config.to_json_best_effort()), ""))
+
+
+def _walk(node, prefix):
+  for key, value in node.items():
+    if isinstance(value, dict):
+      yield from _walk(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def check_model_keys(config, workdir):
+  """Raises a one-line ConfigError when `config` describes another model than the run's config.json (a
+  --config.model.* override, or a --config file of another model): before anything is built or compiled."""
+  if not os.path.exists(os.path.join(workdir, run_config.CONFIG_FILE)):
+    return  # A run without config.json (an older layout): the checkpoint's shapes are the check.
+  # pylint: disable=import-outside-toplevel
+  from jepa import config as config_lib
+  saved = _flat(config_lib.with_defaults(run_config.load(workdir)))
+  wanted = _flat(config_lib.with_defaults(config))
+  changed = [k for k in sorted(set(saved) | set(wanted))
+             if any(k == m or (m.endswith((".", "_")) and k.startswith(m)) for m in MODEL_KEYS)
+             and k not in FREE_MODEL_KEYS and saved.get(k) != wanted.get(k)]
+  if changed:
+    shown = ", ".join(f"{k}={wanted.get(k)!r} (the run has {saved.get(k)!r})" for k in changed[:4])
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    raise ConfigError(f"{shown}{more}: --workdir={workdir} holds a model trained with other values; do not "
+                      "override model keys of a trained run (evaluate rebuilds the run's model from its "
+                      "config.json: drop those overrides, or pass the run's own --config)")
+
+
 def main(argv):
   cli.start(argv)
   f = flags.FLAGS
-  config = cli.loaded_config(f.config)
-  try:
+  with cli.boundary(f.workdir, interrupted_message="interrupted; nothing written (the run is unchanged)"):
+    config = cli.loaded_config(f.config)
+    path = f.output or os.path.join(f.workdir, "evaluation.json")
+    if f.output or os.path.isdir(f.workdir):
+      cli.check_output_file(path, "--output" if f.output else "--workdir (evaluation.json)")
     if config is None:
       config = run_config.load(f.workdir)
+    check_model_keys(config, f.workdir)
     out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline, verbose=True,
                    evaluators=f.evaluators, pictures=f.pictures)
-  except JepaError as e:
-    cli.fail(str(e))
-  for kind, values in out["probes"].items():
-    line = " | ".join(f"{name} {v:.4f}" for name, v in values.items())
-    what = f"{kind} probe accuracy (held-out split)" if kind in PROBES else kind
-    print(f"{what} at step {out['step']}: {line}", flush=True)
-  for name, rel in out.get("pictures", {}).items():
-    print(f"wrote {os.path.join(f.workdir, rel)}", flush=True)
-  path = f.output or os.path.join(f.workdir, "evaluation.json")
-  with open(path, "w", encoding="utf-8") as fh:
-    json.dump(out, fh, indent=2)
-  print(f"wrote {path}", flush=True)
+    for kind, values in out["probes"].items():
+      line = " | ".join(f"{name} {v:.4f}" for name, v in values.items())
+      what = f"{kind} probe accuracy (held-out split)" if kind in PROBES else kind
+      print(f"{what} at step {out['step']}: {line}", flush=True)
+    for name, rel in out.get("pictures", {}).items():
+      print(f"wrote {os.path.join(f.workdir, rel)}", flush=True)
+    with open(path, "w", encoding="utf-8") as fh:
+      json.dump(out, fh, indent=2)
+    print(f"wrote {path}", flush=True)
 
 
 def entry():
   _define_flags()
-  app.run(main, argv=with_default_config(sys.argv), flags_parser=cli.parse_flags)
+  cli.run(main, argv=with_default_config(sys.argv),
+          interrupted_message="interrupted; nothing written (the run is unchanged)")
 
 
 if __name__ == "__main__":

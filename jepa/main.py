@@ -1,14 +1,16 @@
 r"""Entry point: python -m jepa.main --config=configs/ijepa_vit.py[:preset] --workdir=DIR [--config.x.y=value].
 
 Running again with the same --workdir resumes from the latest checkpoint there. A bad config, override or
-input ends the run with one line naming the key or file and the fix (exit status 2; see jepa/cli.py).
+input ends the run with one line naming the key or file and the fix (exit status 2; see jepa/cli.py); Ctrl-C
+before the training loop runs ends it with one line too (exit status 130; in the loop it saves a checkpoint).
 """
-from absl import app
+import os
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
 from jepa import cli
-from jepa.errors import JepaError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/, optionally ':preset'.",
@@ -17,18 +19,32 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _new_folders(workdir):
+  """The workdir and its checkpoints/ folder where they do not exist yet (removed again, if still empty, when
+  the run is interrupted before it saved anything)."""
+  if "://" in workdir:
+    return []
+  path = os.path.abspath(os.path.expanduser(workdir))
+  return [p for p in (path, os.path.join(path, "checkpoints")) if not os.path.exists(p)]
+
+
 def main(argv):
   cli.start(argv)
-  from jepa import train  # pylint: disable=import-outside-toplevel  (keeps --help fast)
-  config = cli.loaded_config(FLAGS.config)
-  try:
-    train.run(config, FLAGS.workdir)
-  except JepaError as e:
-    cli.fail(str(e))
+  workdir = FLAGS.workdir
+  with cli.boundary(workdir, resumable=True, cleanup=_new_folders(workdir)):
+    config = cli.loaded_config(FLAGS.config)
+    if config is None:
+      cli.fail(f"--config={cli.flag_value(sys.argv, 'config')}: get_config() returned None; make it return the "
+               "config (an ml_collections.ConfigDict)")
+    from jepa import config as config_lib  # pylint: disable=import-outside-toplevel  (keeps --help fast)
+    config_lib.check_training(config)
+    cli.check_workdir(workdir)  # Before anything compiles: a read-only or unusable workdir fails on one line.
+    from jepa import train  # pylint: disable=import-outside-toplevel
+    train.run(config, workdir)
 
 
 def entry():
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)
 
 
 if __name__ == "__main__":

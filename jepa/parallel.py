@@ -10,6 +10,8 @@ annotations and the same model code runs on 1 device or a pod.
 """
 import functools
 import os
+import sys
+import threading
 
 import jax
 import numpy as np
@@ -32,14 +34,62 @@ def maybe_initialize_distributed(cfg):
   """
   if jax.distributed.is_initialized():
     return
-  if cfg.coordinator_address:
-    jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
-                               process_id=cfg.process_id)
+  num, pid, address = cfg.num_processes, cfg.process_id, cfg.coordinator_address
+  for name, value in (("num_processes", num), ("process_id", pid)):
+    if not isinstance(value, int) or isinstance(value, bool):
+      raise ConfigError(f"distributed.{name}={value!r} must be an integer")
+  if num < 1:
+    raise ConfigError(f"distributed.num_processes={num} must be >= 1 (1 = a single process)")
+  if not 0 <= pid < num:
+    raise ConfigError(f"distributed.process_id={pid} must be in [0, {num}) for distributed.num_processes={num}; "
+                      f"give each process its own id 0..{num - 1} (process 0 hosts the coordinator)")
+  if address:
+    _initialize_explicit(address, num, pid, cfg.get("initialization_timeout", 300))
+  elif num > 1 and not cfg.get("initialize", False) and not (cfg.auto and _multiprocess_environment()):
+    raise ConfigError(f"distributed.num_processes={num} needs distributed.coordinator_address=HOST:PORT (process "
+                      "0's address, the same for every process); pass --config.distributed.coordinator_address=... "
+                      "or set distributed.initialize=True on a TPU slice / Slurm job, or num_processes=1")
   elif cfg.get("initialize", False):
     jax.distributed.initialize()
-  elif cfg.auto and ("SLURM_NTASKS" in os.environ or "TPU_WORKER_HOSTNAMES" in os.environ
-                     or "MEGASCALE_COORDINATOR_ADDRESS" in os.environ):
+  elif cfg.auto and _multiprocess_environment():
     jax.distributed.initialize()
+
+
+def _multiprocess_environment():
+  """Whether the environment names a multi-process job JAX can join by itself (Slurm, GKE TPU, Megascale)."""
+  return any(k in os.environ for k in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
+
+
+def _initialize_explicit(address, num, pid, timeout):
+  """jax.distributed.initialize with an explicit coordinator: says what it waits for, and ends the run with one
+  line if the other processes have not joined within `timeout` seconds.
+
+  JAX's own timeout aborts the process from C++ (a fatal log line and a stack dump, exit 134), so a Python
+  timer fires first (JAX is given a longer deadline): connect() releases the GIL while it waits.
+  """
+  if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+    raise ConfigError(f"distributed.initialization_timeout={timeout!r} must be a positive number of seconds")
+  if num == 1:  # A one-process "cluster": nothing to wait for.
+    jax.distributed.initialize(coordinator_address=address, num_processes=1, process_id=0)
+    return
+  role = "hosting the coordinator" if pid == 0 else "joining the coordinator"
+  print(f"process {pid} of {num}: waiting up to {timeout:g}s for {num} processes at {address} ({role}); start "
+        f"the others with the same distributed.coordinator_address and process_id 0..{num - 1}", flush=True)
+
+  def give_up():
+    print(f"error: process {pid} of {num} timed out after {timeout:g}s waiting for {num} processes at {address}; "
+          f"start all {num} (process_id 0..{num - 1}, the same coordinator_address) within "
+          "distributed.initialization_timeout seconds, or raise it", file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access  (the main thread is blocked inside JAX's C++ connect)
+
+  timer = threading.Timer(timeout, give_up)
+  timer.daemon = True
+  timer.start()
+  try:
+    jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid,
+                               initialization_timeout=int(timeout) + 60)
+  finally:
+    timer.cancel()
 
 
 def mesh_shape(mesh_cfg, num_devices):

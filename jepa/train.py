@@ -331,15 +331,15 @@ class Trainer:
     if ckpt.all_steps():
       # A resumed run must be the run config.json describes: refuse any change but the keys that may change.
       run_config.check_resume(config_path, cfg)
+    if self.is_main:  # Before anything compiles; rewritten on resume (num_steps / eval / logging may change).
+      with open(config_path, "w", encoding="utf-8") as f:
+        f.write(cfg.to_json_best_effort(indent=2))
     restored = ckpt.restore_latest(self.abstract_state, iterator)
     if restored is None:
       state = self._init(cfg.seed)
     else:
       state, _ = restored
       self._log(f"resumed from step {int(state['step'])} in {self.workdir}")
-    if self.is_main:  # Rewritten on resume too: num_steps / eval / logging may have changed.
-      with open(config_path, "w", encoding="utf-8") as f:
-        f.write(cfg.to_json_best_effort(indent=2))
     step = int(state["step"])
     # Rows after `step` in metrics.jsonl come from a run that died before its next checkpoint; the writer
     # drops them because this run logs those steps again (one row per logged step, as uninterrupted).

@@ -23,23 +23,21 @@ padding the last batch and marking real examples with a boolean ``'mask'`` so th
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any, Callable, Iterator
 
 import grain
 import numpy as np
 
+from jepa.data import sources
 from jepa.errors import DataError
 
 Example = dict[str, Any]
 ExampleFn = Callable[[Example, np.random.Generator], Example]
 
-# Largest number of consecutive corrupt examples SkipCorrupt walks past before concluding the data is broken.
-MAX_CONSECUTIVE_CORRUPT = 1000
+MAX_CONSECUTIVE_CORRUPT = sources.MAX_CONSECUTIVE_CORRUPT
 
 
-class SkipCorrupt:
+class SkipCorrupt(sources.SkipsCorrupt):
   """A source wrapper that replaces examples whose read raises :class:`DataError` by the next readable one.
 
   ``wrapper[i]`` returns ``source[i]``, or if that raises DataError, ``source[i + 1]``, ``source[i + 2]``, ...
@@ -51,6 +49,8 @@ class SkipCorrupt:
   counts each time, and prefetching may count an example before its batch is consumed. The iterator returned
   by :func:`make_train_iterator` exposes this wrapper as ``it.corrupt``, so a training loop can log
   ``it.corrupt.num_skipped`` and ``it.corrupt.skipped_indices`` (the distinct source indices seen corrupt).
+  Sources from :func:`jepa.data.sources.get_source` with ``data.skip_corrupt`` already skip (and count) this
+  way, for evaluation too; :func:`make_train_iterator` then uses them as they are.
   """
 
   def __init__(self, source: Any, max_logged: int = 10):
@@ -58,38 +58,13 @@ class SkipCorrupt:
     self.name = source.name
     self.num_classes = source.num_classes
     self.max_logged = max_logged
-    self.num_skipped = 0
-    self.skipped_indices: set[int] = set()
-    self._lock = threading.Lock()
-
-  def __getstate__(self) -> dict[str, Any]:
-    state = dict(self.__dict__)
-    del state['_lock']
-    return state
-
-  def __setstate__(self, state: dict[str, Any]) -> None:
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
+    self._init_counters()
 
   def __len__(self) -> int:
     return len(self.source)
 
   def __getitem__(self, index: int) -> Example:
-    n = len(self.source)
-    index = int(index)
-    for step in range(min(n, MAX_CONSECUTIVE_CORRUPT)):
-      i = (index + step) % n
-      try:
-        return self.source[i]
-      except DataError as e:
-        with self._lock:
-          self.num_skipped += 1
-          self.skipped_indices.add(i)
-          count = self.num_skipped
-        if count <= self.max_logged:
-          logging.warning('skip_corrupt: example %d of %s replaced by the next one: %s', i, self.name, e)
-    raise DataError(f'{self.name}: {min(n, MAX_CONSECUTIVE_CORRUPT)} consecutive examples from index {index} '
-                    'are unreadable; check the data files (see the warnings above)')
+    return self._read_skipping(self.source.__getitem__, len(self.source), index)
 
 
 def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, seed: int,
@@ -121,7 +96,10 @@ def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, 
     raise ValueError(f'process_index={process_index} not in [0, process_count={process_count})')
   if len(source) == 0:
     raise DataError(f'{getattr(source, "name", "source")} has no examples; check the data config')
-  corrupt = SkipCorrupt(source) if skip_corrupt else None
+  if getattr(source, 'skip_corrupt', False):  # get_source(data.skip_corrupt=True): it skips and counts itself.
+    corrupt = source
+  else:
+    corrupt = SkipCorrupt(source) if skip_corrupt else None
   ds = grain.MapDataset.source(corrupt if corrupt is not None else source)
   ds = ds.seed(seed).shuffle().repeat()
   ds = ds.random_map(_CallExampleFn(example_fn))
@@ -196,3 +174,30 @@ def eval_batches(source: Any, example_fn: ExampleFn, *, batch_size: int, process
   ds = grain.MapDataset.range(len(indices)).map(load).batch(batch_size, drop_remainder=False)
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2)
   yield from ds.to_iter_dataset(read)
+  _report_replaced(source)
+
+
+def _skipping_readers(source: Any) -> list[Any]:
+  """The skip_corrupt readers (SkipCorrupt, Subset(skip_corrupt=True)) in `source`'s chain of wrappers."""
+  found, seen = [], set()
+  while source is not None and id(source) not in seen:
+    seen.add(id(source))
+    if isinstance(source, sources.SkipsCorrupt) and (isinstance(source, SkipCorrupt) or source.skip_corrupt):
+      found.append(source)
+    source = getattr(source, 'source', None)
+  return found
+
+
+def _report_replaced(source: Any) -> None:
+  """Says (once per example) which unreadable examples data.skip_corrupt replaced in an evaluation pass: the
+  features of the next readable example (with its label) stand in for them, in every pass alike."""
+  for reader in _skipping_readers(source):
+    with reader._lock:  # pylint: disable=protected-access
+      new = sorted(reader.skipped_indices - reader.reported)
+      reader.reported.update(new)
+      total = len(reader.skipped_indices)
+    if new:
+      shown = ', '.join(str(i) for i in new[:5]) + (', ...' if len(new) > 5 else '')
+      where = f'position{"s" if len(new) > 1 else ""} {shown}'
+      print(f'WARNING: data.skip_corrupt: {len(new)} unreadable example(s) of {reader.name} ({where}) '
+            f'replaced by the next readable one in evaluation ({total} in all so far)', flush=True)

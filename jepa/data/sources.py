@@ -38,6 +38,14 @@ Example = dict[str, Any]
 # agrees on which training examples are held out for evaluation.
 CARVE_SEED = 0
 
+# Labels are class indices 0..K-1; a larger largest label is taken for something else (an id, a hash) rather
+# than a class, whose one-hot probe would not fit in memory (a label of 1e9 aborted XLA).
+MAX_CLASSES = 100_000
+
+# Largest number of consecutive corrupt examples a skip_corrupt reader walks past before concluding the data is
+# broken (jepa.data.pipeline.SkipCorrupt and Subset(skip_corrupt=True)).
+MAX_CONSECUTIVE_CORRUPT = 1000
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 
@@ -84,6 +92,57 @@ def decode_image(data: bytes | np.ndarray, where: str) -> np.ndarray:
     raise DataError(f'{where}: cannot decode image ({_first_line(e)}); replace or delete the file, '
                     'or set --config.data.skip_corrupt=True') from None
   return _as_hwc_uint8(image, where)
+
+
+def checked_labels(raw: Any, where: str, key: str, num_classes: int = 0) -> np.ndarray:
+  """``raw`` as int64 class indices, or a one-line DataError naming ``where`` (the file) and the fix.
+
+  Labels must be integers (integer-valued floats pass) in [0, num_classes) when the file declares its classes
+  (``num_classes`` > 0), else in [0, MAX_CLASSES).
+  """
+  raw = np.asarray(raw)
+  fix = 'renumber the labels as class indices 0..K-1'
+  if raw.dtype.kind not in 'biuf':
+    raise DataError(f'{key}: {where} has labels of dtype {raw.dtype}; labels must be integer class indices: '
+                    f'{fix}')
+  values = raw.ravel()
+  if not values.size:
+    return raw.astype(np.int64)
+
+  def bad(i, why):
+    return DataError(f'{key}: {where} has label {float(values[i]):.10g} at index {i}; {why}: {fix}')
+
+  if raw.dtype.kind == 'f':
+    wrong = ~np.isfinite(values) | (values != np.round(values))
+    if wrong.any():
+      raise bad(int(np.argmax(wrong)), 'labels must be integer class indices')
+  if values.min() < 0:
+    raise bad(int(np.argmin(values)), 'labels must be in [0, num_classes)')
+  top = int(np.argmax(values))
+  if num_classes and values[top] >= num_classes:
+    raise bad(top, f'the file declares {num_classes} classes, so labels must be in [0, {num_classes})')
+  if values[top] >= MAX_CLASSES:
+    raise bad(top, f'labels must be class indices in [0, num_classes), at most {MAX_CLASSES} classes')
+  return raw.astype(np.int64)
+
+
+def check_classes(source: Any, key: str = 'data.path') -> None:
+  """A one-line DataError when a labelled source holds a single class: every probe would then score 1.0 for
+  any encoder, a result without meaning. Sources without labels (TFDS without a label feature) pass."""
+  labels = getattr(source, 'labels', None)
+  if labels is not None:
+    present = np.unique(np.asarray(labels))
+    if len(present) != 1:
+      return
+    only = int(present[0])
+  elif int(getattr(source, 'num_classes', 0) or 0) == 1:
+    only = 0
+  else:
+    return
+  where = (getattr(source, 'path', None) or getattr(source, 'labels_path', None) or getattr(source, 'root', None)
+           or getattr(source, 'name', 'the data'))
+  raise DataError(f'{key}: {where} holds a single class (every label is {only}); the probes need at least 2 '
+                  'classes (with one, any encoder scores 1.0): pass labelled data with 2 or more classes')
 
 
 def _check_exists(path: str, key: str, what: str = 'file') -> str:
@@ -311,7 +370,7 @@ class NpzSource(_LazySource):
           raise DataError(f'{key}: {path} has no "labels" array (has {sorted(keys)}); expected '
                           'jpeg_bytes/offsets/labels or images/labels')
         # Only the small arrays are read here; pixels are loaded on first access.
-        self.labels = np.asarray(f['labels']).astype(np.int64)
+        raw_labels = np.asarray(f['labels'])
         if {'jpeg_bytes', 'offsets'} <= keys:
           self.packed = True
           self.offsets = np.asarray(f['offsets'], np.int64)
@@ -330,8 +389,10 @@ class NpzSource(_LazySource):
     except Exception as e:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError.
       raise DataError(f'{key}: {path} is not a readable npz ({_first_line(e)}); '
                       'pass --config.data.path=... to a valid file') from None
-    if n != len(self.labels):
-      raise DataError(f'{key}: {path} has {n} images but {len(self.labels)} labels')
+    if n != len(raw_labels):
+      raise DataError(f'{key}: {path} has {n} images but {len(raw_labels)} labels')
+    declared = len(self.class_names) if self.class_names else declared
+    self.labels = checked_labels(raw_labels, path, key, declared)
     self._len = n
     if self.class_names:
       self.num_classes = len(self.class_names)
@@ -429,7 +490,8 @@ class IdxSource(_LazySource):
     if len(shape) not in (3, 4):
       raise DataError(f'{images_key}: {self.images_path} has IDX shape {shape}; expected [N, H, W(, C)] '
                       'images')
-    self.labels = _read_idx(self.labels_path, labels_key).astype(np.int64).reshape(-1)
+    self.labels = checked_labels(_read_idx(self.labels_path, labels_key).reshape(-1), self.labels_path,
+                                 labels_key)
     if len(self.labels) != shape[0]:
       raise DataError(f'{labels_key}: {self.labels_path} has {len(self.labels)} labels but '
                       f'{self.images_path} has {shape[0]} images; pass the matching labels file')
@@ -453,22 +515,78 @@ class IdxSource(_LazySource):
             'label': int(self.labels[index])}
 
 
-class Subset:
-  """The examples ``indices`` of ``source``, in that order (used for the train/eval carve-out)."""
+class SkipsCorrupt:
+  """Mixin of the readers that replace an unreadable example (a read raising DataError) by the next readable
+  one, deterministically, and count it (``num_skipped`` reads, ``skipped_indices`` positions; a lock keeps
+  them exact under grain's reader threads; the first ``max_logged`` are logged with the error)."""
 
-  def __init__(self, source: Any, indices: Sequence[int], name: str | None = None):
+  max_logged = 10
+
+  def _init_counters(self) -> None:
+    self.num_skipped = 0
+    self.skipped_indices: set[int] = set()
+    self.reported: set[int] = set()  # Positions already announced by eval_batches.
+    self._lock = threading.Lock()
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = dict(self.__dict__)
+    state.pop('_lock', None)
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def _read_skipping(self, read: Any, n: int, index: int) -> Example:
+    """``read(index)``, or if it raises DataError ``read(index + 1)``, ... (modulo ``n``)."""
+    index = int(index)
+    for step in range(min(n, MAX_CONSECUTIVE_CORRUPT)):
+      i = (index + step) % n
+      try:
+        return read(i)
+      except DataError as e:
+        with self._lock:
+          self.num_skipped += 1
+          self.skipped_indices.add(i)
+          count = self.num_skipped
+        if count <= self.max_logged:
+          # The error's own fix ("... or set data.skip_corrupt=True") is what is already happening: left out.
+          logging.warning('skip_corrupt: example %d of %s replaced by the next one: %s', i, self.name,
+                          str(e).split('; ')[0])
+    raise DataError(f'{self.name}: {min(n, MAX_CONSECUTIVE_CORRUPT)} consecutive examples from index {index} '
+                    'are unreadable; check the data files (see the warnings above)')
+
+
+class Subset(SkipsCorrupt):
+  """The examples ``indices`` of ``source``, in that order (used for the train/eval carve-out).
+
+  With ``skip_corrupt`` (``data.skip_corrupt``, set by :func:`get_source`) an unreadable example is replaced by
+  the next readable one of the subset (training and evaluation alike, so a corrupt file never ends a run and
+  never pulls an example across the train/eval carve-out); see :class:`SkipsCorrupt` for the counters.
+  """
+
+  def __init__(self, source: Any, indices: Sequence[int], name: str | None = None, skip_corrupt: bool = False):
     self.source = source
     self.indices = np.asarray(indices, np.int64)
     if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(source)):
       raise ValueError(f'Subset indices out of range for a source of {len(source)} examples')
     self.name = name or source.name
     self.num_classes = source.num_classes
+    self.skip_corrupt = bool(skip_corrupt)
+    self._init_counters()
 
   def __len__(self) -> int:
     return len(self.indices)
 
-  def __getitem__(self, index: int) -> Example:
+  def _read(self, index: int) -> Example:
     return self.source[int(self.indices[index])]
+
+  def __getitem__(self, index: int) -> Example:
+    if not self.skip_corrupt:
+      return self._read(index)
+    n = len(self.indices)
+    index = int(index)
+    return self._read_skipping(self._read, n, index + n if index < 0 else index)
 
   def __repr__(self) -> str:
     return f'Subset({self.source!r}, n={len(self)})'
@@ -546,6 +664,14 @@ def _build(cfg: Any, which: str) -> Any:
   if kind in ('moving_digits', 'video_csv', 'tfds_video'):
     from jepa.data import video  # pylint: disable=g-import-not-at-top  (video.py imports this module)
     return video.build_source(cfg, which)
+  if kind == 'two_rooms':
+    # EB-JEPA's Two Rooms trajectory windows (jepa/data/trajectories.py), 100,000 fixed draws (seed 0) carved
+    # like other sources; a named eval split is 10,000 independent ones (seed 1). Unlabelled: num_classes 0.
+    from jepa.data import trajectories  # pylint: disable=g-import-not-at-top
+    src = trajectories.TwoRoomsTrajectories(seed=0 if which == 'train' else 1,
+                                            num_examples=100_000 if which == 'train' else 10_000)
+    src.name, src.num_classes = 'two_rooms', 0
+    return src
   raise DataError(f'data.source={kind!r} is unknown; pass --config.data.source= one of digits, tfds, folder, '
                   'npz, idx, moving_digits, video_csv, tfds_video')
 
@@ -565,6 +691,10 @@ def get_source(data_cfg: Any, split: str) -> Any:
   eval folder / file (relative paths are taken next to ``path``) and must exist. For digits there is only the
   carve-out. The carve-out holds out the last ``eval_fraction`` of a fixed permutation (seed 0, independent of
   the run seed) of the train set; the 'train' source then excludes those examples.
+
+  With ``skip_corrupt`` [False] the source is a :class:`Subset` that replaces unreadable examples by the next
+  readable one (and counts them), for training and evaluation alike. Labels are checked once here: integer
+  class indices (see :func:`checked_labels`) and at least 2 classes in the training data (:func:`check_classes`).
 
   Args:
     data_cfg: ConfigDict (or anything with attribute access, or a dict).
@@ -590,13 +720,18 @@ def get_source(data_cfg: Any, split: str) -> Any:
       logging.warning('data.eval_split=%r not found in %s; carving %.0f%% of the train split out instead',
                       eval_split, name, 100 * float(_cfg(data_cfg, 'eval_fraction', 0.1)))
       named_eval = False
+  skip = bool(_cfg(data_cfg, 'skip_corrupt', False))
   if named_eval:
-    return _build(data_cfg, split)
+    src = _build(data_cfg, split)
+    if split == 'train':
+      check_classes(src)
+    return Subset(src, np.arange(len(src)), name=src.name, skip_corrupt=True) if skip else src
   full = _build(data_cfg, 'train')
+  check_classes(full)
   train_idx, eval_idx = carve_indices(len(full), float(_cfg(data_cfg, 'eval_fraction', 0.1)))
   if split == 'train':
-    return Subset(full, train_idx, name=full.name)
-  return Subset(full, eval_idx, name=f'{full.name}_eval')
+    return Subset(full, train_idx, name=full.name, skip_corrupt=skip)
+  return Subset(full, eval_idx, name=f'{full.name}_eval', skip_corrupt=skip)
 
 
 def fixed_subset(source: Any, max_examples: int) -> Any:
