@@ -39,6 +39,12 @@ def main(argv):
     from jepa import config as config_lib  # pylint: disable=import-outside-toplevel  (keeps --help fast)
     config_lib.check_training(config)
     cli.check_workdir(workdir)  # Before anything compiles: a read-only or unusable workdir fails on one line.
+    # Said at once: importing JAX, building the model and compiling the step take 10-30 s on a CPU.
+    print(f"jepa: {config.method} on {config.data.source} data, {config.train.num_steps} steps of "
+          f"{config.train.batch_size} in {workdir}; building the model and compiling the step ...", flush=True)
+    if str(cli.flag_value(sys.argv, "config") or "").endswith(":tiny"):
+      print("note: the tiny preset is for tests (a toy model for a few steps); its probes say nothing about "
+            "learning: use the default preset or a dataset preset to judge a method", flush=True)
     from jepa import train  # pylint: disable=import-outside-toplevel
     train.run(config, workdir)
 

@@ -23,8 +23,11 @@ MESHES = [(8, 1), (4, 2), (1, 8)]
 
 
 def _tiny_config_name(method):
-  """configs/<method>_*.py that has a 'tiny' preset, or None (methods still being added have none yet)."""
-  for path in sorted(glob.glob(os.path.join(REPO, "configs", f"{method}_*.py"))):
+  """configs/<method>_*.py or <method>.py that has a 'tiny' preset, or None (methods still being added have none
+  yet)."""
+  paths = glob.glob(os.path.join(REPO, "configs", f"{method}_*.py")) + glob.glob(
+      os.path.join(REPO, "configs", f"{method}.py"))
+  for path in sorted(paths):
     name = os.path.splitext(os.path.basename(path))[0]
     try:
       load_config(name, "tiny")

@@ -1,0 +1,113 @@
+r"""EB-JEPA's action-conditioned world model on Two Rooms (jepa/methods/world_model.py), and latent planning.
+
+  python -m jepa.main --config=configs/world_model.py --workdir=runs/wm          # CPU-sized, minutes
+  python -m jepa.main --config=configs/world_model.py:gpu --workdir=runs/wm_gpu  # EB-JEPA's published sizes
+  python -m jepa.plan --workdir=runs/wm --episodes=50 --planner=mppi             # plan with a trained model
+
+This file declares the method's two sections (jepa/config.py's base_config has neither; Method.validate checks
+their keys, types and ranges):
+
+world_model: the model and its loss
+  latent_dim      D, the latent (= GRU hidden) size (EB-JEPA: 512)
+  channels        IMPALA stage widths (16, 32, 32); each stage: conv 3x3, max-pool 3x3 / 2, residual blocks
+  blocks          residual blocks per stage (2)
+  idm_hidden      inverse-dynamics MLP width (256)
+  rollout_steps   K, autoregressive rollout steps from frame 0 in the loss (8)
+  frames          frames of each 17-frame window the loss sees (17; >= rollout_steps + 1)
+  regularizer     'vc' (variance hinge + covariance, EB-JEPA's) | 'sigreg' (SIGReg in their place)
+  std_weight 16, cov_weight 8, temporal_weight 12, idm_weight 1 (VC_IDM_Sim_Regularizer, train.yaml)
+  sigreg_weight, sigreg_slices   SIGReg's weight and random directions (regularizer='sigreg' only)
+
+planner: the planning evaluator (run by Trainer.evaluate after training and at eval.every) and jepa.plan
+  kind            'mppi' | 'cem'; horizon, num_samples, num_iterations, num_elites as in jepa/planning.py
+  init_std        initial sampling std; 0 = the kind's EB-JEPA value (CEM 1.5, MPPI 2)
+  temperature     MPPI inverse temperature (0.005); action_bound: each action's norm clip (2.45)
+  momentum, cost ('sum' | 'last'), mppi_output ('sample' | 'mean'), warm_start: see jepa/planning.py
+  episodes        held-out episodes per evaluation (0 = no planning evaluation); seed: which episodes
+  max_steps       environment steps per episode (EB-JEPA: 200); replan_every: actions executed per plan
+  level           'normal' (start and goal anywhere in opposite rooms, EB-JEPA's task) | 'easy' (near the door)
+
+The data source (data.source='two_rooms', jepa/data/sources.py) is EB-JEPA's trajectory generator
+(jepa/data/trajectories.py): 100,000 fixed random 17-frame windows (seed 0, as the reference's epoch of
+100,000), of which the usual carve-out (data.eval_fraction, 10%) is held out. The trajectories carry no
+labels, so the method runs no linear probe (probes = ()); eval.evaluators may list only 'rankme'.
+
+Presets (the text after ':'):
+  ''     CPU-sized: latent 64, IMPALA 16/32/32 with 2 blocks (the reference encoder), the first 9 frames of each
+         window (1 + 8 rollout steps; the reference's regularisers see all 17), batch 32, 300 steps (a few
+         minutes per hundred steps on 2 shared cores), AdamW lr 1e-3 with 10% warmup and cosine to 1e-5, weight
+         decay 1e-5, gradient clip 2. Planner: MPPI, horizon 35, 100 samples, 10 iterations, 10 elites,
+         re-planning every 4 steps over EB-JEPA's 200-step episodes, 20 episodes (EB-JEPA's count). The
+         reference planner (horizon 90, 200 samples, 20 iterations, every step) is ~50x the compute per
+         episode.
+  gpu    EB-JEPA's published sizes (examples/ac_video_jepa/cfgs/train.yaml, planning_mppi.yaml): latent 512,
+         all 17 frames, batch 384, 12 epochs of 100,000 windows (3,120 steps), bfloat16; planner MPPI, horizon
+         90, 200 samples, 20 iterations, 20 elites, one action per plan, 200 steps, 20 episodes, and a random-init
+         baseline beside the trained model.
+  tiny   A seconds-long run for tests (tiny model, 6 steps, 2 short planning episodes, no pictures or report).
+"""
+import ml_collections
+
+from jepa import config as common
+
+
+def _sections(c):
+  c.world_model = ml_collections.ConfigDict(dict(
+      latent_dim=512, channels=(16, 32, 32), blocks=2, idm_hidden=256, rollout_steps=8, frames=17,
+      regularizer="vc", std_weight=16.0, cov_weight=8.0, temporal_weight=12.0, idm_weight=1.0,
+      sigreg_weight=0.05, sigreg_slices=256,
+  ))
+  c.planner = ml_collections.ConfigDict(dict(
+      kind="mppi", horizon=90, num_samples=200, num_iterations=20, num_elites=20, init_std=0.0,
+      temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample",
+      episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False,
+  ))
+
+
+def _optim(c, *, num_steps, lr=1e-3):
+  """EB-JEPA's AdamW: lr with 10% linear warmup from 0, cosine to 1e-5; weight decay 1e-5; gradient clip 2."""
+  c.train.num_steps = num_steps
+  c.optim.update(lr=lr, start_lr=0.0, final_lr=1e-5, warmup_steps=max(1, num_steps // 10), weight_decay=1e-5,
+                 final_weight_decay=1e-5, grad_clip=2.0)
+
+
+def _default(c):
+  c.world_model.update(latent_dim=64, frames=9)
+  c.train.update(batch_size=32, log_every=10, checkpoint_every=100)
+  _optim(c, num_steps=300)
+  c.planner.update(kind="mppi", horizon=35, num_samples=100, num_iterations=10, num_elites=10, replan_every=4,
+                   episodes=20)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=256, random_baseline=False,
+                evaluators="rankme", pictures=True, picture_examples=3, report=True)
+
+
+def _gpu(c):
+  c.dtype = "bfloat16"
+  c.data.update(num_threads=16, prefetch=4)
+  steps_per_epoch = 100_000 // 384
+  c.train.update(batch_size=384, log_every=50, checkpoint_every=steps_per_epoch)
+  _optim(c, num_steps=12 * steps_per_epoch)
+  c.eval.update(batch_size=256, max_train_examples=1024, max_eval_examples=1024, random_baseline=True,
+                evaluators="rankme", pictures=True, report=True)
+
+
+def _tiny(c):
+  c.world_model.update(latent_dim=8, channels=(4, 4, 4), blocks=1, idm_hidden=8, rollout_steps=3, frames=4)
+  c.data.update(num_threads=1, prefetch=1)
+  c.train.update(batch_size=8, log_every=1, checkpoint_every=0)  # 8: divisible by tests' 8 simulated devices.
+  _optim(c, num_steps=6)
+  c.planner.update(horizon=4, num_samples=8, num_iterations=2, num_elites=2, episodes=2, max_steps=8,
+                   replan_every=4)
+  c.eval.update(batch_size=8, max_train_examples=8, max_eval_examples=8, random_baseline=False, evaluators="",
+                pictures=False, report=False)
+
+
+PRESETS = {"": _default, "gpu": _gpu, "tiny": _tiny}
+
+
+def get_config(arg=""):
+  c = common.base_config()
+  c.method = "world_model"
+  c.data.source = "two_rooms"
+  _sections(c)
+  return common.apply_preset(c, arg or "", PRESETS)

@@ -1,0 +1,569 @@
+r"""EB-JEPA's action-conditioned world model (Two Rooms): IMPALA encoder, GRU predictor, latent planning.
+
+Data: windows of T = world_model.frames (<= 17) frames o_0..o_{T-1} [65, 65, 2] and the T - 1 actions a_t in R^2
+between them (data.source='two_rooms', jepa/data/trajectories.py); action t moves frame t to frame t + 1.
+
+Model (the reference sizes; configs/world_model.py scales them down for CPUs):
+
+  z_t    = LN(W flatten(relu(S_3(S_2(S_1(nrm(o_t)))))) + b)        encoder, z_t in R^D (D = latent_dim, 512)
+  S_i(x) = R_i2(R_i1(maxpool_3x3/2(conv_3x3(x))))                   an IMPALA stage, channels 16 / 32 / 32
+  R(x)   = relu(x + conv_3x3(relu(conv_3x3(x))))                    residual block (2 per stage); 65 -> 33 -> 17 -> 9
+  zhat_{t+1} = LN(GRU(h = zhat_t, x = a_t)),  zhat_0 = z_0          predictor: the latent is the GRU's hidden
+                                                                    state, the raw action its input, and LN the
+                                                                    encoder's own final LayerNorm (shared)
+  GRU(h, x): r = s(W_ir x + b_ir + W_hr h + b_hr), u = s(W_iz x + b_iz + W_hz h + b_hz),
+             n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - u) * n + u * h          (torch.nn.GRU)
+  ahat_t = MLP([z_t, z_{t+1}])                                      inverse dynamics, 2D -> 256 -> 256 -> 2
+
+nrm is the reference's observation normaliser (per-frame min-max, then the dataset's channel mean / std,
+`two_rooms.normalize_observation`), applied inside `encode`, so training frames and planning observations go
+through the same code.
+
+Loss (K = rollout_steps = 8; B trajectories; N = B T latents; D features; no EMA, no stop-gradient anywhere):
+
+  pred = (1/K) sum_{k=1..K} mean_{b,d} (zhat_{b,k} - z_{b,k})^2            autoregressive rollout from frame 0
+  var  = (1/D) sum_d relu(1 - sqrt(Var_n(z_{n,d}) + 1e-4))                 variance hinge (unbiased variance)
+  cov  = sum_{i != j} C_ij^2 / (D (D - 1)),   C = Zc^T Zc / (N - 1)         covariance off-diagonal
+  temp = mean_{b,t,d} (z_{b,t+1,d} - z_{b,t,d})^2                           temporal smoothness
+  idm  = mean_{b,t,i} (ahat_{b,t,i} - a_{b,t,i})^2                          inverse dynamics
+  L    = pred + 16 var + 8 cov + 12 temp + 1 idm                            (world_model.regularizer='vc')
+  L    = pred + w SIGReg({z_{b,t}}_b, views t) + 12 temp + 1 idm            (world_model.regularizer='sigreg')
+
+The SIGReg alternative (jepa.losses.sigreg: N-scaled Epps-Pulley, directions redrawn every step from the step
+key) replaces var + cov; each frame index t is one view, a batch of B independent trajectories, and the
+statistic is averaged over the T views. Its weight world_model.sigreg_weight (0.05) is LeJEPA's lambda, not
+tuned here: EB-JEPA's world model has no SIGReg variant (its image SIGReg, "BCS", is lambda = 10 without the
+x N factor, about 10 / N with it).
+
+Planning (`extra_evaluations`, `run_planning`, and the CLI jepa/plan.py): planner.episodes held-out Two Rooms
+episodes (start and goal in opposite rooms, `two_rooms.sample_episode`; episode i is a function of
+(planner.seed, i)) are run with CEM or MPPI (jepa/planning.py) in latent space: z = encode(observe(state)),
+z_g = encode(goal observation), rollout_fn = the predictor, re-planning every planner.replan_every steps for
+planner.max_steps steps. Results: plan_success (fraction within 4.5 px of the goal at the end, EB-JEPA's
+criterion), plan_steps (mean first step within 4.5 px, an episode that never gets there counted as
+max_steps), plan_final_distance (px) and plan_seconds_per_episode (the episodes run as one vmapped batch: its
+execution time, compilation excluded, divided by their number; EB-JEPA's ~37 s is one episode at a time on a
+GPU).
+
+Source: facebookresearch/eb_jepa @ 966e61e: eb_jepa/architectures.py (ImpalaEncoder, ResnetStack,
+ResnetBlock, RNNPredictor, InverseDynamicsModel), eb_jepa/losses.py (HingeStdLoss, CovarianceLoss,
+TemporalSimilarityLoss, InverseDynamicsLoss, VC_IDM_Sim_Regularizer), eb_jepa/jepa.py (JEPA.unroll,
+'autoregressive'), examples/ac_video_jepa/{main.py, cfgs/train.yaml}; read, not copied. Choices where this
+module and the reference differ, and why:
+
+* One global gradient-norm clip (optim.grad_clip = 2) over all parameters; the reference clips encoder and
+  predictor separately at 2 and the inverse-dynamics head not at all.
+* Weight decay (1e-5) skips biases and 1-D parameters (jepa/optim.py's rule); the reference decays all.
+* The latent-position probe the reference trains beside the model (an MLP reading (x, y) from z_0, used only
+  for its logs) is not built; the planning evaluator measures what the model is for.
+* Initialisation follows PyTorch's defaults (U(+-1/sqrt(fan_in)) for convolutions, linears and biases;
+  U(+-1/sqrt(D)) for every GRU weight and bias), the inverse-dynamics head the reference's truncated normal
+  (std 0.02, zero biases).
+* world_model.frames can use fewer than the 17 frames of a window (the CPU default uses 9 = 1 + rollout_steps);
+  the regularisers then see those frames only. The reference uses all 17.
+* The Trainer's evaluation extracts frozen features for its probes even when no probe runs: the eval
+  transform gives the encoder's latent of frame 0 with a dummy label -1 (trajectories have none; only RankMe,
+  which needs no label, may be listed in eval.evaluators).
+"""
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jepa import losses
+from jepa import planning
+from jepa.data import trajectories
+from jepa.envs import two_rooms
+from jepa.evaluation import collapse
+from jepa.methods import base
+from jepa.models import factory
+
+ACTION_DIM = 2
+IN_CHANNELS = 2
+REGULARIZERS = ("vc", "sigreg")
+STD_MARGIN = 1.0  # HingeStdLoss(std_margin=1.0).
+STD_EPS = 1e-4  # HingeStdLoss: sqrt(var + 1e-4).
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default.
+# Evaluators that need no labels (trajectories have none); 'probes' expands to the method's, which are none.
+LABEL_FREE_EVALUATORS = ("probes", "rankme")
+# The EB-JEPA initial standard deviation of each planner (planning.PlannerConfig.ebjepa), used for init_std=0.
+INIT_STD = {"cem": 1.5, "mppi": 2.0}
+
+# The keys this method reads, with their types; configs/world_model.py declares the sections and documents them.
+WORLD_MODEL_KEYS = {
+    "latent_dim": int, "channels": tuple, "blocks": int, "idm_hidden": int, "rollout_steps": int, "frames": int,
+    "regularizer": str, "std_weight": float, "cov_weight": float, "temporal_weight": float, "idm_weight": float,
+    "sigreg_weight": float, "sigreg_slices": int,
+}
+PLANNER_KEYS = {
+    "kind": str, "horizon": int, "num_samples": int, "num_iterations": int, "num_elites": int, "init_std": float,
+    "temperature": float, "action_bound": float, "momentum": float, "cost": str, "mppi_output": str,
+    "episodes": int, "seed": int, "max_steps": int, "replan_every": int, "level": str, "warm_start": bool,
+}
+
+
+# --- initialisers (PyTorch's defaults) ------------------------------------------------------------------------
+def _uniform(bound):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def _torch_conv(c_in, c_out, rngs, dtype):
+  """3x3 'SAME' convolution with torch.nn.Conv2d's default init: weight and bias U(+-1/sqrt(9 c_in))."""
+  bound = 1.0 / np.sqrt(9 * c_in)
+  return nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", kernel_init=_uniform(bound),
+                  bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
+
+
+def _torch_linear(d_in, d_out, rngs, dtype=None):
+  bound = 1.0 / np.sqrt(d_in)
+  return nnx.Linear(d_in, d_out, kernel_init=_uniform(bound), bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
+
+
+# --- model ----------------------------------------------------------------------------------------------------
+class ResidualBlock(nnx.Module):
+  """relu(x + conv(relu(conv(x)))) (eb_jepa ResnetBlock)."""
+
+  def __init__(self, channels, *, dtype, rngs):
+    self.conv1 = _torch_conv(channels, channels, rngs, dtype)
+    self.conv2 = _torch_conv(channels, channels, rngs, dtype)
+
+  def __call__(self, x):
+    return nnx.relu(x + self.conv2(nnx.relu(self.conv1(x))))
+
+
+class ImpalaStage(nnx.Module):
+  """conv 3x3 -> max-pool 3x3 stride 2 (padding 1, so 65 -> 33) -> residual blocks (eb_jepa ResnetStack)."""
+
+  def __init__(self, c_in, c_out, num_blocks, *, dtype, rngs):
+    self.conv = _torch_conv(c_in, c_out, rngs, dtype)
+    self.blocks = nnx.List([ResidualBlock(c_out, dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
+
+  def __call__(self, x):
+    x = nnx.max_pool(self.conv(x), window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for block in self.blocks:
+      x = block(x)
+    return x
+
+
+def pooled_side(size, num_stages):
+  """Spatial side after `num_stages` max-pools 3x3 / 2 with padding 1: s -> floor((s - 1) / 2) + 1."""
+  for _ in range(num_stages):
+    size = (size - 1) // 2 + 1
+  return size
+
+
+class ImpalaEncoder(nnx.Module):
+  """Frames [..., 65, 65, 2] (already normalised) -> latents [..., D]: stages, relu, flatten, linear, LayerNorm."""
+
+  def __init__(self, channels, num_blocks, latent_dim, *, img_size, dtype, rngs):
+    widths = (IN_CHANNELS,) + tuple(channels)
+    self.stages = nnx.List([ImpalaStage(widths[i], widths[i + 1], num_blocks, dtype=dtype, rngs=rngs)
+                            for i in range(len(channels))])
+    flat = pooled_side(img_size, len(channels)) ** 2 * widths[-1]
+    self.proj = _torch_linear(flat, latent_dim, rngs, dtype)
+    # The final LayerNorm, shared with the predictor (eb_jepa: RNNPredictor(final_ln=encoder.final_ln)).
+    self.norm = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
+
+  def __call__(self, x):
+    lead = x.shape[:-3]
+    x = x.reshape((-1,) + x.shape[-3:])
+    for stage in self.stages:
+      x = stage(x)
+    x = nnx.relu(x).reshape(x.shape[0], -1)
+    z = self.norm(self.proj(x).astype(jnp.float32))
+    return z.reshape(lead + z.shape[-1:])
+
+
+class GRU(nnx.Module):
+  """torch.nn.GRU's cell (gates r, z, n in that order; both biases), weights and biases U(+-1/sqrt(D))."""
+
+  def __init__(self, input_dim, hidden_dim, *, rngs):
+    bound = 1.0 / np.sqrt(hidden_dim)
+    self.input = nnx.Linear(input_dim, 3 * hidden_dim, kernel_init=_uniform(bound), bias_init=_uniform(bound),
+                            rngs=rngs)
+    self.hidden = nnx.Linear(hidden_dim, 3 * hidden_dim, kernel_init=_uniform(bound), bias_init=_uniform(bound),
+                             rngs=rngs)
+
+  def __call__(self, h, x):
+    xr, xz, xn = jnp.split(self.input(x), 3, axis=-1)
+    hr, hz, hn = jnp.split(self.hidden(h), 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    u = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    return (1.0 - u) * n + u * h
+
+
+class InverseDynamics(nnx.Module):
+  """[z_t, z_{t+1}] -> a_t: Linear(2D, H), relu, Linear(H, H), relu, Linear(H, 2); trunc-normal 0.02, bias 0."""
+
+  def __init__(self, latent_dim, hidden, *, rngs):
+    init = nnx.initializers.truncated_normal(stddev=0.02)
+    zeros = nnx.initializers.zeros_init()
+    self.fc1 = nnx.Linear(2 * latent_dim, hidden, kernel_init=init, bias_init=zeros, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, hidden, kernel_init=init, bias_init=zeros, rngs=rngs)
+    self.fc3 = nnx.Linear(hidden, ACTION_DIM, kernel_init=init, bias_init=zeros, rngs=rngs)
+
+  def __call__(self, z_t, z_next):
+    h = nnx.relu(self.fc1(jnp.concatenate([z_t, z_next], axis=-1)))
+    return self.fc3(nnx.relu(self.fc2(h)))
+
+
+class WorldModel(nnx.Module):
+  """Encoder, GRU predictor (`dynamics`, sharing the encoder's final LayerNorm) and inverse-dynamics head."""
+
+  def __init__(self, encoder, dynamics, idm):
+    self.encoder = encoder
+    self.dynamics = dynamics
+    self.idm = idm
+
+  def encode(self, frames):
+    """Raw frames [..., 65, 65, 2] (floats in [0, 1]) -> latents [..., D] (normalised here, then encoded)."""
+    return self.encoder(two_rooms.normalize_observation(frames))
+
+  def step(self, z, action):
+    """One predicted step: LN(GRU(h = z, x = action)) with the encoder's LayerNorm."""
+    return self.encoder.norm(self.dynamics(z, action.astype(jnp.float32)))
+
+  def rollout(self, z0, actions):
+    """z0 [..., D], actions [..., K, A] -> predicted latents [..., K, D] (zhat_1..zhat_K), autoregressively."""
+    def body(z, a):
+      z = self.step(z, a)
+      return z, z
+    _, zs = jax.lax.scan(body, z0, jnp.moveaxis(actions, -2, 0))
+    return jnp.moveaxis(zs, 0, -2)
+
+
+# --- loss terms (each checked against NumPy in tests/test_world_model.py) -------------------------------------
+def variance_hinge(x, margin=STD_MARGIN, eps=STD_EPS):
+  """x [N, D] -> (1/D) sum_d relu(margin - sqrt(Var_n x_{n,d} + eps)), unbiased variance (HingeStdLoss)."""
+  std = jnp.sqrt(jnp.var(x, axis=0, ddof=1) + eps)
+  return jnp.mean(jax.nn.relu(margin - std))
+
+
+def covariance_offdiag(x):
+  """x [N, D] -> sum_{i != j} C_ij^2 / (D (D - 1)), C = (x - mean)^T (x - mean) / (N - 1) (CovarianceLoss)."""
+  n, d = x.shape
+  xc = x - x.mean(axis=0, keepdims=True)
+  cov = xc.T @ xc / (n - 1)
+  off = cov - jnp.diag(jnp.diag(cov))
+  return jnp.sum(off ** 2) / (d * (d - 1))
+
+
+def temporal_smoothness(z):
+  """z [B, T, D] -> mean_{b,t,d} (z_{b,t+1,d} - z_{b,t,d})^2 (TemporalSimilarityLoss); 0 for T = 1."""
+  if z.shape[1] < 2:
+    return jnp.zeros([], jnp.float32)
+  return jnp.mean(jnp.square(z[:, 1:] - z[:, :-1]))
+
+
+def rollout_loss(predicted, targets):
+  """predicted, targets [B, K, D] -> (1/K) sum_k mean_{b,d} (predicted - targets)^2, and the per-step MSEs [K]."""
+  per_step = jnp.mean(jnp.square(predicted - targets), axis=(0, 2))
+  return per_step.mean(), per_step
+
+
+def world_model_loss(model, frames, actions, *, cfg, key=None):
+  """(loss, metrics) of a batch: frames [B, T, 65, 65, 2] raw, actions [B, T - 1, 2]; cfg = config.world_model.
+
+  `key` draws the SIGReg directions (regularizer='sigreg' only).
+  """
+  b, t = frames.shape[:2]
+  k = cfg.rollout_steps
+  z = model.encode(frames)                                        # [B, T, D]
+  predicted = model.rollout(z[:, 0], actions[:, :k])              # [B, K, D]
+  pred, per_step = rollout_loss(predicted, z[:, 1:k + 1])
+  temp = temporal_smoothness(z)
+  a_hat = model.idm(z[:, :-1], z[:, 1:])                          # [B, T - 1, 2]
+  idm = jnp.mean(jnp.square(a_hat - actions.astype(jnp.float32)))
+  metrics = {"pred_loss": pred, "pred_loss_first": per_step[0], "pred_loss_last": per_step[-1],
+             "temporal_loss": temp, "idm_loss": idm}
+  loss = pred + cfg.temporal_weight * temp + cfg.idm_weight * idm
+  if cfg.regularizer == "vc":
+    flat = z.reshape(b * t, -1)
+    var, cov = variance_hinge(flat), covariance_offdiag(flat)
+    loss = loss + cfg.std_weight * var + cfg.cov_weight * cov
+    metrics.update(std_loss=var, cov_loss=cov)
+  else:
+    reg = losses.sigreg(jnp.swapaxes(z, 0, 1), key=key, num_slices=cfg.sigreg_slices)
+    loss = loss + cfg.sigreg_weight * reg
+    metrics["sigreg"] = reg
+  z0 = jax.lax.stop_gradient(z[:, 0])
+  metrics["embedding_std"] = jnp.std(z0, axis=0).mean()
+  metrics["rankme"] = collapse.rankme(z0)
+  return loss, metrics
+
+
+# --- planning -------------------------------------------------------------------------------------------------
+def planner_config(planner_cfg, kind=None):
+  """planning.PlannerConfig from the config's `planner` section (`kind` overrides planner.kind), validated.
+
+  planner.init_std = 0 takes the kind's EB-JEPA value (CEM 1.5, MPPI 2). A bad value raises a one-line
+  ConfigError naming the config key (planner.<field>) and the fix.
+  """
+  kind = kind or planner_cfg.kind
+  init_std = float(planner_cfg.init_std) or INIT_STD.get(kind, 2.0)
+  cfg = planning.PlannerConfig(
+      kind=kind, horizon=planner_cfg.horizon, num_samples=planner_cfg.num_samples,
+      num_iterations=planner_cfg.num_iterations, num_elites=planner_cfg.num_elites, init_std=init_std,
+      temperature=float(planner_cfg.temperature), action_bound=float(planner_cfg.action_bound),
+      momentum=float(planner_cfg.momentum), cost=planner_cfg.cost, action_dim=ACTION_DIM,
+      mppi_output=planner_cfg.mppi_output)
+  try:
+    return planning.validate(cfg)
+  except base.ConfigError as e:
+    raise base.ConfigError(str(e).replace("PlannerConfig.", "planner.", 1)) from None
+
+
+def env_config(planner_cfg):
+  """The evaluation environment: random walls, planner.level, success radius 4.5 px."""
+  return two_rooms.EnvConfig(level=planner_cfg.level, max_episode_steps=planner_cfg.max_steps)
+
+
+def episode_keys(seed, num_episodes):
+  """(environment keys, planner keys) [N]: episode i's are fold_in(fold_in(key(seed), 0 or 1), i), so episode i
+  is the same whatever the number of episodes."""
+  root = jax.random.key(seed)
+  idx = jnp.arange(num_episodes)
+  env = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, 0), i))(idx)
+  plan = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, 1), i))(idx)
+  return env, plan
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "plan_cfg", "env_cfg", "max_steps", "replan_every",
+                                             "warm_start"))
+def _run_episodes(params, env_states, plan_keys, *, graphdef, plan_cfg, env_cfg, max_steps, replan_every,
+                  warm_start):
+  """planning.run_episode vmapped over episodes, with the world model rebuilt from (graphdef, params)."""
+  model = nnx.merge(graphdef, params)
+
+  def encode_fn(state):
+    return model.encode(two_rooms.observe(state, env_cfg))
+
+  def one(key, state):
+    return planning.run_episode(key, state, two_rooms.goal_state(state), encode_fn, model.rollout,
+                                functools.partial(two_rooms.step, cfg=env_cfg), plan_cfg, max_steps,
+                                replan_every=replan_every, warm_start=warm_start,
+                                success_radius=env_cfg.success_radius)
+
+  return jax.vmap(one)(plan_keys, env_states)
+
+
+def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None):
+  """Plans `episodes` held-out Two Rooms episodes with `model` (a WorldModel); see the module docstring.
+
+  Args:
+    model: the trained WorldModel (e.g. Trainer.eval_models(state)[0]).
+    planner_cfg: the config's `planner` section.
+    episodes, kind, seed: override planner.episodes, planner.kind, planner.seed.
+
+  Returns:
+    dict: 'success', 'reached', 'steps_to_goal' (-1 if never within the radius), 'final_distance' (NumPy
+    arrays over episodes), 'seconds_per_episode', 'compile_seconds', 'episodes', 'kind', 'seed'.
+  """
+  plan_cfg = planner_config(planner_cfg, kind)
+  env_cfg = env_config(planner_cfg)
+  episodes = planner_cfg.episodes if episodes is None else int(episodes)
+  seed = planner_cfg.seed if seed is None else int(seed)
+  if episodes < 1:
+    raise base.ConfigError(f"planner.episodes={episodes} must be >= 1 to plan (0 turns the evaluator off)")
+  env_keys, plan_keys = episode_keys(seed, episodes)
+  states = jax.vmap(lambda k: two_rooms.sample_episode(k, env_cfg))(env_keys)
+  graphdef, params = nnx.split(model)
+  static = dict(graphdef=graphdef, plan_cfg=plan_cfg, env_cfg=env_cfg, max_steps=int(planner_cfg.max_steps),
+                replan_every=int(planner_cfg.replan_every), warm_start=bool(planner_cfg.warm_start))
+  t0 = time.perf_counter()
+  compiled = _run_episodes.lower(params, states, plan_keys, **static).compile()
+  t1 = time.perf_counter()
+  result = jax.block_until_ready(compiled(params, states, plan_keys))
+  t2 = time.perf_counter()
+  return {"success": np.asarray(result.success), "reached": np.asarray(result.reached),
+          "steps_to_goal": np.asarray(result.steps_to_goal), "final_distance": np.asarray(result.distances[:, -1]),
+          "seconds_per_episode": (t2 - t1) / episodes, "compile_seconds": t1 - t0, "episodes": episodes,
+          "kind": plan_cfg.kind, "seed": seed}
+
+
+def summarize(out, max_steps):
+  """The evaluator's numbers from `run_planning`'s output (plan_steps counts a never-reached episode as max_steps)."""
+  steps = np.where(out["steps_to_goal"] >= 0, out["steps_to_goal"], max_steps)
+  return {"plan_success": float(np.mean(out["success"])), "plan_steps": float(np.mean(steps)),
+          "plan_final_distance": float(np.mean(out["final_distance"])),
+          "plan_seconds_per_episode": float(out["seconds_per_episode"])}
+
+
+# --- config checks --------------------------------------------------------------------------------------------
+def _same_type(value, kind):
+  if kind is bool or isinstance(value, bool):
+    return kind is bool and isinstance(value, bool)
+  if kind is float:
+    return isinstance(value, (int, float))
+  if kind is tuple:
+    return isinstance(value, (tuple, list))
+  return isinstance(value, kind)
+
+
+def check_section(config, name, keys):
+  """One-line ConfigErrors for a missing section, a missing / unknown key or a value of the wrong type."""
+  if name not in config:
+    raise base.ConfigError(f"config section {name} is missing; start from configs/world_model.py, which declares "
+                           "it")
+  section = config[name]
+  for key in section:
+    if key not in keys:
+      raise base.ConfigError(f"config key {name}.{key} is unknown; use one of {sorted(keys)}")
+  for key, kind in keys.items():
+    if key not in section:
+      raise base.ConfigError(f"config key {name}.{key} is missing; add it (configs/world_model.py has its default)")
+    if not _same_type(section[key], kind):
+      raise base.ConfigError(f"config key {name}.{key}={section[key]!r} has type {type(section[key]).__name__}, "
+                             f"expected {kind.__name__}")
+
+
+def check_data(config):
+  """A world model trains on trajectories: data.source must be 'two_rooms'."""
+  if config.data.source != "two_rooms":
+    raise base.ConfigError(f"data.source={config.data.source!r} is an image dataset, but method=world_model trains "
+                           "on action-labelled trajectories: use --config.data.source=two_rooms")
+
+
+def check_planner(config):
+  """The planner section: keys, types and ranges (planning.validate for the planner's own fields)."""
+  check_section(config, "planner", PLANNER_KEYS)
+  p = config.planner
+  planner_config(p)
+  if p.episodes < 0:
+    raise base.ConfigError(f"planner.episodes={p.episodes} must be >= 0 (0 = no planning evaluation)")
+  if p.max_steps < 1:
+    raise base.ConfigError(f"planner.max_steps={p.max_steps} must be >= 1 (EB-JEPA: {two_rooms.EVAL_MAX_STEPS})")
+  if not 1 <= p.replan_every <= p.horizon:
+    raise base.ConfigError(f"planner.replan_every={p.replan_every} must be in [1, planner.horizon={p.horizon}]: "
+                           "execute at most one plan before re-planning")
+  if p.level not in ("normal", "easy"):
+    raise base.ConfigError(f"planner.level={p.level!r} is unknown; use 'normal' (anywhere in the rooms, EB-JEPA's "
+                           "task) or 'easy' (start and goal near the door)")
+  if p.seed < 0:
+    raise base.ConfigError(f"planner.seed={p.seed} must be >= 0")
+
+
+class WorldModelMethod(base.Method):
+  ema_target = None  # No teacher: the rollout targets are the encoder's own latents, with gradient.
+  probes = ()  # Trajectories have no labels: no linear probe; the planning evaluator measures the model.
+  collapse_monitors = ("embedding_std", "rankme")
+
+  # --- model ------------------------------------------------------------------------------------------------
+  def init_model(self, rngs):
+    cfg = self.config.world_model
+    dtype = factory.compute_dtype(self.config.dtype)
+    dtype = None if dtype == jnp.float32 else dtype
+    encoder = ImpalaEncoder(tuple(cfg.channels), cfg.blocks, cfg.latent_dim,
+                            img_size=two_rooms.EnvConfig().img_size, dtype=dtype, rngs=rngs)
+    dynamics = GRU(ACTION_DIM, cfg.latent_dim, rngs=rngs)
+    idm = InverseDynamics(cfg.latent_dim, cfg.idm_hidden, rngs=rngs)
+    return WorldModel(encoder, dynamics, idm)
+
+  def validate(self):
+    check_data(self.config)
+    check_section(self.config, "world_model", WORLD_MODEL_KEYS)
+    cfg = self.config.world_model
+    for name in ("latent_dim", "idm_hidden", "rollout_steps", "sigreg_slices"):
+      if cfg[name] < 1:
+        raise base.ConfigError(f"world_model.{name}={cfg[name]} must be >= 1")
+    if cfg.latent_dim < 2:
+      raise base.ConfigError(f"world_model.latent_dim={cfg.latent_dim} must be >= 2 (the covariance term needs "
+                             "two features)")
+    channels = tuple(cfg.channels)
+    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+      raise base.ConfigError(f"world_model.channels={channels} must be positive integers, one per IMPALA stage "
+                             "(EB-JEPA: (16, 32, 32))")
+    if cfg.blocks < 0:
+      raise base.ConfigError(f"world_model.blocks={cfg.blocks} must be >= 0 (residual blocks per stage; EB-JEPA: 2)")
+    if not 2 <= cfg.frames <= trajectories.WINDOW:
+      raise base.ConfigError(f"world_model.frames={cfg.frames} must be in [2, {trajectories.WINDOW}] (the frames "
+                             "of a trajectory window that the loss sees)")
+    if cfg.rollout_steps > cfg.frames - 1:
+      raise base.ConfigError(f"world_model.rollout_steps={cfg.rollout_steps} needs {cfg.rollout_steps + 1} "
+                             f"frames but world_model.frames={cfg.frames}: raise frames to "
+                             f"{cfg.rollout_steps + 1} or lower rollout_steps")
+    if cfg.regularizer not in REGULARIZERS:
+      raise base.ConfigError(f"world_model.regularizer={cfg.regularizer!r} is unknown; use 'vc' (variance + "
+                             "covariance, EB-JEPA's) or 'sigreg'")
+    for name in ("std_weight", "cov_weight", "temporal_weight", "idm_weight", "sigreg_weight"):
+      if cfg[name] < 0:
+        raise base.ConfigError(f"world_model.{name}={cfg[name]} must be >= 0")
+    if self.config.train.batch_size < 2:
+      raise base.ConfigError("train.batch_size must be >= 2: the variance, covariance and SIGReg terms are batch "
+                             "statistics")
+    if self.config.loss.get("sigreg_weight", 0.0):
+      raise base.ConfigError("loss.sigreg_weight is the predictive JEPAs' context SIGReg; the world model's is "
+                             "--config.world_model.regularizer=sigreg (weight world_model.sigreg_weight)")
+    names = [n.strip() for n in self.config.eval.evaluators.split(",") if n.strip()]
+    labelled = [n for n in names if n not in LABEL_FREE_EVALUATORS]
+    if labelled:
+      raise base.ConfigError(f"eval.evaluators={self.config.eval.evaluators!r} names {labelled}, which need labels; "
+                             "Two Rooms trajectories have none: use '' or 'rankme' (the planning evaluator always "
+                             "runs when planner.episodes > 0)")
+    check_planner(self.config)
+
+  # --- data -------------------------------------------------------------------------------------------------
+  def example_fn(self, train):
+    """Train: {'frames' float32 [T, 65, 65, 2] raw, 'actions' [T - 1, 2]}; eval: frame 0 as 'image', label -1."""
+    if not train:
+      return self.eval_example_fn()
+    frames = self.config.world_model.frames
+
+    def fn(example, rng):
+      del rng  # The window was drawn by the source, deterministically per index; nothing else is random.
+      return {"frames": np.asarray(example["frames"][:frames], np.float32),
+              "actions": np.asarray(example["actions"][:frames - 1], np.float32)}
+
+    return fn
+
+  def eval_example_fn(self):
+    def fn(example, rng):
+      del rng
+      return {"image": np.asarray(example["frames"][0], np.float32), "label": np.int32(-1)}  # Dummy label.
+
+    return fn
+
+  # --- loss -------------------------------------------------------------------------------------------------
+  def loss(self, model, target, batch, rng):
+    del target  # No teacher.
+    return world_model_loss(model, batch["frames"], batch["actions"], cfg=self.config.world_model,
+                            key=self.step_key(rng, self.SIGREG))
+
+  def features(self, model, target, images):
+    """The latent z of each frame [B, 65, 65, 2] -> [B, D]."""
+    del target
+    return model.encode(images)
+
+  # --- the planning evaluator -------------------------------------------------------------------------------
+  def extra_evaluations(self, trainer, state):
+    """{'plan_success', 'plan_steps', 'plan_final_distance', 'plan_seconds_per_episode'} over planner.episodes
+    held-out episodes ({} when planner.episodes = 0). `trainer` is used only to rebuild the model here."""
+    p = self.config.planner
+    if not p.episodes:
+      return {}
+    model, _ = trainer.eval_models(state)
+    return summarize(run_planning(model, p), p.max_steps)
+
+  # --- pictures ---------------------------------------------------------------------------------------------
+  def pictures(self, example, rng):
+    """One row per trajectory: every other frame of the window (the agent red, the walls grey)."""
+    del rng
+    frames = np.asarray(example["frames"][:self.config.world_model.frames], np.float32)
+    return [[base.plots.Panel(self.display(f), f"t={t}") for t, f in enumerate(frames) if t % 2 == 0]]
+
+  def display(self, image):
+    """A raw frame [65, 65, 2] as RGB in [0, 1]: walls grey, the agent's dot red on top."""
+    image = np.asarray(image, np.float32)
+    dot, walls = np.clip(image[..., 0], 0, 1), np.clip(image[..., 1], 0, 1)
+    rgb = np.stack([walls * 0.5] * 3, axis=-1)
+    rgb[..., 0] = np.maximum(rgb[..., 0], dot)
+    return rgb
+
+
+METHOD = WorldModelMethod
