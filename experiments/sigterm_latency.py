@@ -29,6 +29,7 @@ def _start(config, workdir, *overrides):
 def throughput(config, steps, batch):
   with tempfile.TemporaryDirectory() as workdir:
     proc = _start(config, workdir, f"--config.train.num_steps={steps}", "--config.train.log_every=5",
+                "--config.optim.warmup_steps=1",
                   "--config.train.checkpoint_every=0")
     stamps, rates = [], []
     for line in proc.stdout:
@@ -45,6 +46,7 @@ def throughput(config, steps, batch):
 def latency(config, wait, step_s, batch):
   with tempfile.TemporaryDirectory() as workdir:
     proc = _start(config, workdir, "--config.train.num_steps=100000", "--config.train.log_every=100000",
+                  "--config.optim.warmup_steps=1",
                   "--config.train.checkpoint_every=0")
     t_first = None
     for line in proc.stdout:
