@@ -47,7 +47,8 @@ flags.DEFINE_float("minutes", 0.0, "Training budget in minutes (sets train.num_s
 flags.DEFINE_integer("steps", 0, "Training steps (default: the config's train.num_steps).")
 flags.DEFINE_integer("points", 4, "Evaluation points, evenly spaced over the run (the last at its end).")
 flags.DEFINE_integer("calibration_steps", 6, "Timed steps used to turn --minutes into steps.")
-flags.DEFINE_integer("probe_train_examples", 0, "Training examples the probes fit on (0 = the whole split).")
+flags.DEFINE_integer("probe_train_examples", 0, "Training examples the probes fit on at the intermediate points "
+                     "(0 = the whole split); the last point and the random-init baseline always use all of them.")
 flags.DEFINE_string("summary", None, "Write the table and picture of every result on this dataset and exit.")
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "budget")
@@ -79,8 +80,8 @@ def score(train_xy, eval_xy, num_classes):
           "probe_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def features(trainer, state, eval_source):
-  n = FLAGS.probe_train_examples
+def features(trainer, state, eval_source, *, final=True):
+  n = 0 if final else FLAGS.probe_train_examples
   return trainer.extract(state, trainer.train_source, n), trainer.extract(state, eval_source, 0)
 
 
@@ -125,7 +126,7 @@ def run(config):
          "points": []}
 
   t0 = time.perf_counter()
-  baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, FLAGS.probe_train_examples),
+  baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, 0),
                                    pixels(trainer, eval_source, 0), num_classes),
                "random_init": score(*features(trainer, trainer._init(config.seed + 1), eval_source),  # pylint: disable=protected-access
                                     num_classes)}
@@ -144,7 +145,10 @@ def run(config):
              "train_minutes": round(train_seconds / 60, 2),
              "img_per_s": round(step * config.train.batch_size / train_seconds, 1),
              "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)}
-    point.update(score(*features(trainer, trainer.state, eval_source), num_classes))
+    final = k == FLAGS.points
+    point["probe_train_examples"] = train_size if final or not FLAGS.probe_train_examples else min(
+        train_size, FLAGS.probe_train_examples)
+    point.update(score(*features(trainer, trainer.state, eval_source, final=final), num_classes))
     out["points"].append(point)
     print("point: " + json.dumps(point), flush=True)
     _write(out)
