@@ -135,18 +135,6 @@ def with_default_config(argv):
   return [argv[0], f"--config={run_config.__file__}:{workdir}", *argv[1:]]
 
 
-def _flat(config):
-  return dict(_walk(json.loads(config.to_json_best_effort()), ""))
-
-
-def _walk(node, prefix):
-  for key, value in node.items():
-    if isinstance(value, dict):
-      yield from _walk(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
-
-
 def check_model_keys(config, workdir):
   """Raises a one-line ConfigError when `config` describes another model than the run's config.json (a
   --config.model.* override, or a --config file of another model): before anything is built or compiled."""
@@ -154,8 +142,8 @@ def check_model_keys(config, workdir):
     return  # A run without config.json (an older layout): the checkpoint's shapes are the check.
   # pylint: disable=import-outside-toplevel
   from jepa import config as config_lib
-  saved = _flat(config_lib.with_defaults(run_config.load(workdir)))
-  wanted = _flat(config_lib.with_defaults(config))
+  saved = run_config.flat_json(config_lib.with_defaults(run_config.load(workdir)))
+  wanted = run_config.flat_json(config_lib.with_defaults(config))
   changed = [k for k in sorted(set(saved) | set(wanted))
              if any(k == m or (m.endswith((".", "_")) and k.startswith(m)) for m in MODEL_KEYS)
              and k not in FREE_MODEL_KEYS and saved.get(k) != wanted.get(k)]

@@ -57,7 +57,8 @@ RESUMABLE = ("train.num_steps", "train.log_every", "train.checkpoint_every", "tr
              "data.prefetch", "data.skip_corrupt", "mesh.", "distributed.")
 
 
-def _flat_json(config):
+def flat_json(config):
+  """{'a.b.c': value} of `config`'s leaves, as JSON values (tuples as lists), for comparing two configs."""
   def walk(node, prefix):
     for k, v in node.items():
       if isinstance(v, dict):
@@ -78,7 +79,7 @@ def check_resume(path, config):
   except (OSError, ValueError) as e:
     raise ConfigError(f"{path} is unreadable ({e}); resume needs the run's config: restore the file or use a "
                       "new --workdir") from None
-  old, new = _flat_json(saved), _flat_json(config)
+  old, new = flat_json(saved), flat_json(config)
   changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
              and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE)]
   if changed:
