@@ -4,10 +4,18 @@
 package could not be imported means that install step is broken, so it is reported as a failure (CI would
 otherwise stay green on a machine that happens to have the package, and skip the check everywhere else).
 Skips for other reasons (e.g. ../shared/data absent on a user's machine) stay skips.
+
+Also: XLA's backend optimisation level 0 for the whole suite (tests/helpers.py TEST_XLA_FLAGS says why).
 """
+import os
 import re
 
 import pytest
+
+from tests.helpers import TEST_XLA_FLAGS
+
+# Before any test imports JAX (conftest is imported first); a user's own XLA_FLAGS win.
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 
 MISSING_PACKAGE = re.compile(r"could not import|No module named|is not installed|pip install", re.IGNORECASE)
 

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from tests.helpers import REPO
+from tests.helpers import REPO, TEST_XLA_FLAGS
 
 TINY = ["--config=configs/ijepa_vit.py:tiny", "--config.train.log_every=1",
         "--config.train.checkpoint_every=0", "--config.eval.random_baseline=False"]
@@ -27,7 +27,8 @@ def _free_port():
 
 
 def _env(devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
