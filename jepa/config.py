@@ -67,6 +67,9 @@ def base_config():
       # reference keeps ~49 context / ~34 target tokens per block on 14x14).
       context_keep=0,
       target_keep=0,
+      # How an index list longer than its slots is cut: random (a uniform subset; ours) | raster (its first
+      # entries in raster order, as the references' truncation to the batch minimum; docs/fidelity.md).
+      truncation="random",
       # 3D multi-block (V-JEPA): one mask group per entry; a scale entry is a number or a (low, high) range;
       # the block aspect range is target_aspect.
       video_blocks=(8, 2),
@@ -214,6 +217,7 @@ _CHOICES = {
                     "two_rooms"),
     "train.nan_policy": ("skip", "stop"),
     "loss.kind": ("smooth_l1", "l1", "l2"),
+    "masks.truncation": ("random", "raster"),
     "eval.knn.vote": ("weighted", "majority"),
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",

@@ -118,17 +118,26 @@ def _size_weights(sizes: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
   return [(tuple(int(v) for v in u), c / len(sizes)) for u, c in zip(uniq, counts)]
 
 
-def _fix_length(rng: np.random.Generator, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+TRUNCATIONS = ("random", "raster")
+
+
+def _fix_length(rng: np.random.Generator, idx: np.ndarray, k: int,
+                truncation: str = "random") -> tuple[np.ndarray, np.ndarray]:
   """Brings a sorted index list to exactly k entries.
 
   Longer lists are subsampled uniformly at random (then sorted again), so no region of the grid is
-  systematically dropped (the references truncate in raster order: quirk Q5). Shorter lists are padded by
-  repeating their first index, marked invalid, so a gather with the padded list stays in bounds.
+  systematically dropped; with truncation='raster' they keep their first k entries in raster order, as the
+  references' truncation to the batch minimum does (quirk Q5: the context then lies in the top rows, far from
+  most targets). Shorter lists are padded by repeating their first index, marked invalid, so a gather with the
+  padded list stays in bounds.
   """
   n = idx.size
   out = np.empty(k, dtype=np.int32)
   valid = np.zeros(k, dtype=bool)
-  if n > k:
+  if n > k and truncation == "raster":
+    out[:] = idx[:k]
+    valid[:] = True
+  elif n > k:
     out[:] = np.sort(rng.choice(idx, size=k, replace=False, shuffle=False))
     valid[:] = True
   else:
@@ -243,6 +252,7 @@ class MultiBlock2D:
   max_tries: int = 20
   context_keep: int | None = None
   target_keep: int | None = None
+  truncation: str = "random"  # how lists longer than their slots are cut: see _fix_length
   prefix: str = "masks"
 
   def __post_init__(self):
@@ -410,12 +420,12 @@ class MultiBlock2D:
       context_box = np.array((0, 0) + self.grid)
       context = np.ones(self.grid, dtype=bool) if self.allow_overlap else ~union
 
-    context_idx, context_valid = _fix_length(rng, np.flatnonzero(context), self.num_context)
+    context_idx, context_valid = _fix_length(rng, np.flatnonzero(context), self.num_context, self.truncation)
     target_idx = np.empty((m, self.num_target), dtype=np.int32)
     target_valid = np.empty((m, self.num_target), dtype=bool)
     for i, b in enumerate(boxes):
       block = np.flatnonzero(_box_mask(self.grid, b[:2], b[2:]))
-      target_idx[i], target_valid[i] = _fix_length(rng, block, self.num_target)
+      target_idx[i], target_valid[i] = _fix_length(rng, block, self.num_target, self.truncation)
     out = dict(context_idx=context_idx, context_valid=context_valid, target_idx=target_idx,
                target_valid=target_valid)
     if debug:

@@ -396,3 +396,36 @@ def test_mask_stats():
   stats = masks.mask_stats(masks.MultiBlock2D((14, 14)), 0, n=32)
   assert stats["num_target"] == 25 and stats["target_fill"] == 1.0
   assert 10 <= stats["context_min"] <= stats["context_mean"] <= stats["context_max"] <= stats["num_context"]
+
+
+def test_raster_truncation_keeps_the_first_indices_in_raster_order():
+  """masks.truncation='raster' (the references' cut): a context longer than its slots keeps its first entries in
+  raster order; 'random' keeps a sorted uniform subset (so it differs from the first entries in most draws).
+  Checked against the context rebuilt from the sampler's debug boxes."""
+  common = dict(grid=(8, 8), num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
+                context_scale=(0.85, 1.0), min_context=4, context_keep=12)
+
+  def full_context(out):
+    r0, c0, h, w = out["context_box"]
+    context = np.zeros((8, 8), bool)
+    context[r0:r0 + h, c0:c0 + w] = True
+    for r, c, bh, bw in out["target_boxes"]:
+      context[r:r + bh, c:c + bw] = False
+    return np.flatnonzero(context)
+
+  rng = np.random.default_rng(0)
+  checked, differs = 0, 0
+  for truncation in ("raster", "random"):
+    sampler = masks.MultiBlock2D(**common, truncation=truncation)
+    for _ in range(30):
+      out = sampler.sample(rng, debug=True)
+      context = full_context(out)
+      if len(context) <= 12:
+        continue
+      assert np.isin(out["context_idx"], context).all() and out["context_valid"].all()
+      if truncation == "raster":
+        np.testing.assert_array_equal(out["context_idx"], context[:12])
+        checked += 1
+      else:
+        differs += not np.array_equal(out["context_idx"], context[:12])
+  assert checked >= 20 and differs >= 20, (checked, differs)
