@@ -49,6 +49,8 @@ flags.DEFINE_integer("points", 4, "Evaluation points, evenly spaced over the run
 flags.DEFINE_integer("calibration_steps", 6, "Timed steps used to turn --minutes into steps.")
 flags.DEFINE_integer("probe_train_examples", 0, "Training examples the probes fit on at the intermediate points "
                      "(0 = the whole split); the last point and the random-init baseline always use all of them.")
+flags.DEFINE_string("baselines_from", "", "Take the raw-pixel and random-init rows from this result name "
+                    "(same data and model) instead of computing them again.")
 flags.DEFINE_string("summary", None, "Write the table and picture of every result on this dataset and exit.")
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "budget")
@@ -126,10 +128,14 @@ def run(config):
          "points": []}
 
   t0 = time.perf_counter()
-  baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, 0),
-                                   pixels(trainer, eval_source, 0), num_classes),
-               "random_init": score(*features(trainer, trainer._init(config.seed + 1), eval_source),  # pylint: disable=protected-access
-                                    num_classes)}
+  if FLAGS.baselines_from:
+    with open(os.path.join(RESULTS, f"{FLAGS.baselines_from}.json"), encoding="utf-8") as f:
+      baselines = dict(json.load(f)["baselines"], copied_from=FLAGS.baselines_from)
+  else:
+    random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
+    baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, 0), pixels(trainer, eval_source, 0),
+                                     num_classes),
+                 "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
 

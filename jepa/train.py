@@ -437,6 +437,8 @@ class Trainer:
       for kind, values in probes.items():
         results[f"{kind}_probe" if kind in PROBES else kind] = values
         line = " | ".join(f"{k} {v:.4f}" for k, v in values.items())
+        if len(set(values.values())) == 1 and len(values) > 1:  # e.g. a tiny preset's few steps
+          line += " (identical: the run trained too little to change this result)"
         self._log(f"{kind} probe accuracy (held-out split): {line}" if kind in PROBES else f"{kind}: {line}")
     writer.close()
     results["alarms"] = list(self.alarm.alarms)
