@@ -191,16 +191,18 @@ def summary(dataset):
   lines = [f"# Quality per compute on {dataset}", "",
            "Written by `python experiments/budget.py --summary=" + dataset + "` from the result files beside it;",
            "each row is one evaluation point (linear probe / kNN on the held-out carve of the train split).", "",
-           "| result | method | step | epochs | train min | img/s | load | linear | kNN | command |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| result | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN | command |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in results:
     for p in r["points"]:
       lines.append(f"| {r['name']} | {r['method']} | {p['step']} | {p['epochs']} | {p['train_minutes']} | "
-                   f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p['linear']:.4f} | "
+                   f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p.get('probe_train_examples', '')} | "
+                   f"{p['linear']:.4f} | "
                    f"{p['knn']:.4f} | `{r['command']}` |")
     for base in ("raw_pixels", "random_init"):
-      lines.append(f"| {r['name']} | {base} | 0 | 0 | 0 | | | {r['baselines'][base]['linear']:.4f} | "
+      lines.append(f"| {r['name']} | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
+                   f"{r['baselines'][base]['linear']:.4f} | "
                    f"{r['baselines'][base]['knn']:.4f} | |")
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
             [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
