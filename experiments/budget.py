@@ -35,6 +35,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jepa import train
+import baselines as baselines_lib  # experiments/baselines.py
 from jepa.data import pipeline
 from jepa.data import sources
 from jepa.evaluation import knn
@@ -60,16 +61,6 @@ def dataset_name(config):
   if config.data.source in ("npz", "folder", "idx"):
     return os.path.basename(os.path.dirname(os.path.abspath(config.data.path))) or config.data.path
   return config.data.name or config.data.source
-
-
-def pixels(trainer, source, max_examples):
-  """Flattened eval-transform images: the raw-pixel features."""
-  source = sources.fixed_subset(source, max_examples)
-  xs, ys = [], []
-  for batch in pipeline.eval_batches(source, trainer.method.example_fn(train=False), batch_size=256):
-    xs.append(batch["image"][batch["mask"]].reshape(int(batch["mask"].sum()), -1))
-    ys.append(batch["label"][batch["mask"]])
-  return np.concatenate(xs), np.concatenate(ys)
 
 
 def score(train_xy, eval_xy, num_classes):
@@ -133,7 +124,8 @@ def run(config):
       baselines = dict(json.load(f)["baselines"], copied_from=FLAGS.baselines_from)
   else:
     random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
-    baselines = {"raw_pixels": score(pixels(trainer, trainer.train_source, 0), pixels(trainer, eval_source, 0),
+    baselines = {"raw_pixels": score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
+                                     baselines_lib.raw_pixels(trainer.method, eval_source, 0),
                                      num_classes),
                  "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
   out["baselines"] = baselines

@@ -26,13 +26,12 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jepa import train  # noqa: E402
-from jepa.data import pipeline  # noqa: E402
+import baselines  # noqa: E402  (experiments/baselines.py)
 from jepa.data import sources  # noqa: E402
 from jepa.evaluation import linear_probe  # noqa: E402
 from tests.helpers import load_config  # noqa: E402
@@ -51,17 +50,6 @@ def build_config(args):
   c.eval.update(batch_size=500, max_train_examples=args.probe_train, max_eval_examples=5000)
   c.seed = args.seed
   return c
-
-
-def raw_pixels(method, source, max_examples):
-  """Flattened normalised pixels (the eval transform: resize/centre-crop to 32, normalise) and labels."""
-  source = sources.fixed_subset(source, max_examples)
-  feats, labels = [], []
-  for batch in pipeline.eval_batches(source, method.example_fn(train=False), batch_size=500):
-    mask = batch["mask"]
-    feats.append(batch["image"].reshape(len(mask), -1)[mask])
-    labels.append(batch["label"][mask])
-  return np.concatenate(feats), np.concatenate(labels)
 
 
 def main():
@@ -99,8 +87,8 @@ def main():
   probe = dict(probe.get("linear", probe))  # Trainer.evaluate: {probe kind: {'trained': .., 'random_init': ..}}
   print(f"probes of the network: {probe}; raw pixels next", flush=True)
   eval_source = sources.get_source(c.data, "eval")
-  xt, yt = raw_pixels(trainer.method, trainer.train_source, c.eval.max_train_examples)
-  xe, ye = raw_pixels(trainer.method, eval_source, c.eval.max_eval_examples)
+  xt, yt = baselines.raw_pixels(trainer.method, trainer.train_source, c.eval.max_train_examples)
+  xe, ye = baselines.raw_pixels(trainer.method, eval_source, c.eval.max_eval_examples)
   probe["raw_pixels"] = linear_probe.linear_probe(xt, yt, xe, ye, trainer.train_source.num_classes)["accuracy"]
   probe_wall = time.perf_counter() - t0
 

@@ -15,10 +15,9 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import numpy as np
 
 from jepa import train
-from jepa.data import pipeline
+import baselines  # experiments/baselines.py
 from jepa.data import sources
 from jepa.evaluation import linear_probe
 
@@ -29,16 +28,6 @@ FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def pixels(trainer, source, max_examples):
-  """Flattened, normalised eval-transform images: the raw-pixel baseline's features."""
-  source = sources.fixed_subset(source, max_examples)
-  xs, ys = [], []
-  for batch in pipeline.eval_batches(source, trainer.method.example_fn(train=False), batch_size=256):
-    xs.append(batch["image"][batch["mask"]].reshape(int(batch["mask"].sum()), -1))
-    ys.append(batch["label"][batch["mask"]])
-  return np.concatenate(xs), np.concatenate(ys)
-
-
 def main(argv):
   del argv
   config = FLAGS.config
@@ -47,8 +36,9 @@ def main(argv):
   results = trainer.run()
   train_minutes = (time.time() - t0) / 60
   cfg = config.eval
-  xt, yt = pixels(trainer, trainer.train_source, cfg.max_train_examples)
-  xe, ye = pixels(trainer, sources.get_source(config.data, "eval"), cfg.max_eval_examples)
+  xt, yt = baselines.raw_pixels(trainer.method, trainer.train_source, cfg.max_train_examples)
+  xe, ye = baselines.raw_pixels(trainer.method, sources.get_source(config.data, "eval"),
+                                  cfg.max_eval_examples)
   raw = linear_probe.linear_probe(xt, yt, xe, ye, trainer.train_source.num_classes)["accuracy"]
   out = {
       "name": FLAGS.name, "command": " ".join(["python"] + sys.argv),
