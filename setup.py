@@ -27,10 +27,16 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # The tests run everything they have: video decoding (PyAV) and the PyTorch parity checks (torch).
+        # The tests run everything they have: video decoding (PyAV), the PyTorch parity checks (torch) and
+        # ahead-of-time compilation for TPU (libtpu).
         # torch is pinned because an open range pulls a multi-GB CUDA build; 2.13.0's CPU build is what these
         # machines carry. jepa itself never needs torch (jepa.convert reads .pth files without it).
-        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0"],
+        # libtpu (through jax[tpu], pinned to the jax it matches) lets tests/test_aot.py compile for TPU
+        # topologies on a CPU machine; it has wheels for Linux x86-64 only.
+        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0",
+                 "jax[tpu]==0.10.2; sys_platform == 'linux' and platform_machine == 'x86_64'"],
+        # experiments/aot.py: ahead-of-time compilation for TPU topologies (memory, FLOPs) on any Linux machine.
+        "tpu": ["jax[tpu]==0.10.2"],
         "video": ["av>=12.0"],
         "torch": ["torch==2.13.0"],
     },

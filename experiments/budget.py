@@ -5,6 +5,7 @@ r"""Quality per compute: train a config for a wall-clock budget or a step count,
   python experiments/budget.py --config=configs/lejepa_vit.py:cifar10_cpu --name=lejepa_cpu --minutes=21.6 \
       --workdir=/tmp/budget/lejepa_cpu
   python experiments/budget.py --summary=cifar10     # table + picture of every result on that dataset
+  python experiments/budget.py --rescore --config=... --name=ijepa_reference --workdir=...  # new probe, old run
 
 With --minutes the step's time is measured first (a few steps after compilation, in a throw-away state) and
 train.num_steps is set so that training fills the budget: the schedules (warmup, cosine, EMA) then span the
@@ -34,6 +35,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from jepa import checkpoint
 from jepa import train
 import baselines as baselines_lib  # experiments/baselines.py
 from jepa.data import pipeline
@@ -52,6 +54,11 @@ flags.DEFINE_integer("probe_train_examples", 0, "Training examples the probes fi
                      "(0 = the whole split); the last point and the random-init baseline always use all of them.")
 flags.DEFINE_string("baselines_from", "", "Take the raw-pixel and random-init rows from this result name "
                     "(same data and model) instead of computing them again.")
+flags.DEFINE_bool("rescore", False, "Score the saved checkpoints of an existing result (--name, --config, "
+                  "--workdir) and its baselines again with today's probes, on the whole training split.")
+flags.DEFINE_string("raw_pixels_from", "", "Take only the raw-pixel row from this result name (same dataset: "
+                    "the probe standardises each pixel, so the normalisation does not matter); score the "
+                    "random init of this run's model.")
 flags.DEFINE_string("summary", None, "Write the table and picture of every result on this dataset and exit.")
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "budget")
@@ -63,6 +70,9 @@ def dataset_name(config):
   return config.data.name or config.data.source
 
 
+PROBE = f"L-BFGS until ||grad|| < {linear_probe.TOL} (at most {linear_probe.STEPS} steps)"
+
+
 def score(train_xy, eval_xy, num_classes):
   (xt, yt), (xe, ye) = train_xy, eval_xy
   xt, xe = xt.reshape(len(xt), -1), xe.reshape(len(xe), -1)
@@ -70,7 +80,40 @@ def score(train_xy, eval_xy, num_classes):
   probe = linear_probe.linear_probe(xt, yt, xe, ye, num_classes)
   knn_acc = knn.knn_accuracy(xt, yt, xe, ye, num_classes)
   return {"linear": probe["accuracy"], "linear_l2": probe["l2"], "knn": knn_acc,
-          "probe_seconds": round(time.perf_counter() - t0, 1)}
+          "probe_seconds": round(time.perf_counter() - t0, 1), "probe": PROBE}
+
+
+def rescore(config):
+  """Scores every point of result --name whose checkpoint is still in --workdir, and the baselines, again."""
+  path = os.path.join(RESULTS, f"{FLAGS.name}.json")
+  with open(path, encoding="utf-8") as f:
+    out = json.load(f)
+  config.eval.update(probe=False, pictures=False, report=False, every=0)
+  config.train.num_steps = out["num_steps"]
+  trainer = train.Trainer(config, FLAGS.workdir)
+  eval_source = sources.get_source(config.data, "eval")
+  num_classes = trainer.train_source.num_classes
+  ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
+  saved = set(ckpt.all_steps())
+  dropped = [p["step"] for p in out["points"] if p["step"] not in saved]
+  if not out.get("baselines", {}).get("copied_from"):
+    random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
+    out["baselines"] = {"raw_pixels": score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
+                                            baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes),
+                        "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
+    print("baselines: " + json.dumps(out["baselines"]), flush=True)
+  points = []
+  for p in out["points"]:
+    if p["step"] in saved:
+      state, _ = ckpt.restore_latest(trainer.abstract_state, None, steps=[p["step"]])
+      p = dict(p, probe_train_examples=len(trainer.train_source))
+      p.update(score(*features(trainer, state, eval_source), num_classes))
+      points.append(p)
+      print("point: " + json.dumps(p), flush=True)
+  out["points"] = points
+  out["rescored"] = {"command": " ".join(["python"] + sys.argv), "dropped_steps": dropped, "probe": PROBE}
+  _write(out)
+  return out
 
 
 def features(trainer, state, eval_source, *, final=True):
@@ -124,9 +167,13 @@ def run(config):
       baselines = dict(json.load(f)["baselines"], copied_from=FLAGS.baselines_from)
   else:
     random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
-    baselines = {"raw_pixels": score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
-                                     baselines_lib.raw_pixels(trainer.method, eval_source, 0),
-                                     num_classes),
+    if FLAGS.raw_pixels_from:
+      with open(os.path.join(RESULTS, f"{FLAGS.raw_pixels_from}.json"), encoding="utf-8") as f:
+        raw = dict(json.load(f)["baselines"]["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
+    else:
+      raw = score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
+                  baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes)
+    baselines = {"raw_pixels": raw,
                  "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
@@ -220,7 +267,10 @@ def main(argv):
     return
   if not (FLAGS.config and FLAGS.name and FLAGS.workdir):
     raise SystemExit("error: pass --config, --name and --workdir (or --summary=DATASET)")
-  run(FLAGS.config)
+  if FLAGS.rescore:
+    rescore(FLAGS.config)
+  else:
+    run(FLAGS.config)
 
 
 if __name__ == "__main__":

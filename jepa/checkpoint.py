@@ -143,8 +143,10 @@ class Checkpointer:
     at `step`; always False on a single process, where SIGTERM is handled by the loop itself."""
     return self.manager.reached_preemption(step)
 
-  def restore_latest(self, abstract_state, iterator, *, mismatch_fix=None):
+  def restore_latest(self, abstract_state, iterator, *, mismatch_fix=None, steps=None):
     """Restores the newest readable checkpoint into the given shardings; returns (state, meta) or None.
+
+    `steps` limits the candidates (default: every saved step), e.g. to one step for re-evaluating it.
 
     A checkpoint is readable when Orbax restores every item and the state's checksums match those saved with
     it. Unreadable newer ones are moved aside (with a warning); if checkpoints exist but none is readable the
@@ -154,7 +156,7 @@ class Checkpointer:
     """
     initial_position = iterator.get_state() if iterator is not None else None
     unreadable = []
-    for step in reversed(self.all_steps()):
+    for step in reversed([s for s in self.all_steps() if steps is None or s in steps]):
       try:
         args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if iterator is not None:

@@ -18,7 +18,9 @@ def base_config():
   c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
 
   c.data = ml_collections.ConfigDict(dict(
-      source="digits",            # digits|tfds|folder|npz|idx; video: moving_digits|video_csv|tfds_video
+      source="digits",            # digits|tfds|folder|npz|idx; video: moving_digits|video_csv|tfds_video;
+                                  # synthetic (random pixels of this shape: compiling and timing only)
+      synthetic_examples=4096,    # synthetic: number of examples
       name="",                    # tfds dataset name
       data_dir="",                # tfds data_dir
       path="",                    # folder / npz / idx images path
@@ -214,7 +216,7 @@ def apply_preset(config, arg, presets):
 _CHOICES = {
     "dtype": ("float32", "bfloat16"),
     "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video",
-                    "two_rooms"),
+                    "two_rooms", "synthetic"),
     "train.nan_policy": ("skip", "stop"),
     "loss.kind": ("smooth_l1", "l1", "l2"),
     "masks.truncation": ("random", "raster"),

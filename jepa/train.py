@@ -70,20 +70,24 @@ def _flat(probes):
 class Trainer:
   """Builds everything a run needs from the config; `run()` trains, `evaluate()` probes."""
 
-  def __init__(self, config, workdir, *, verbose=True):
+  def __init__(self, config, workdir, *, verbose=True, devices=None):
+    """`devices` (default: all of jax.devices()) may be another platform's, e.g. a TPU topology's devices
+    for ahead-of-time compilation on a CPU machine (experiments/aot.py); such a Trainer lowers, never runs."""
     config = config_lib.with_defaults(config)  # A config.json from before a key existed gets its default.
     self.config = config
     self.workdir = workdir
-    parallel.maybe_initialize_distributed(config.distributed)
+    if devices is None:
+      parallel.maybe_initialize_distributed(config.distributed)
+    devices = jax.devices() if devices is None else list(devices)
     self.is_main = jax.process_index() == 0
     self.verbose = verbose and self.is_main
-    self.num_devices = jax.device_count()
-    config_lib.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    self.num_devices = len(devices)
+    config_lib.validate(config, num_devices=len(devices), process_count=jax.process_count())
     self.method = get_method(config)
     self.method.validate()
     evaluators_lib.resolve(config.eval.evaluators, self.method.probes)  # An unknown name fails here.
     self.eval_seconds = {}  # Wall time per evaluator, summed over evaluations (for the report).
-    self.mesh = parallel.make_mesh(config.mesh)
+    self.mesh = parallel.make_mesh(config.mesh, devices)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.num_steps = config.train.num_steps
 

@@ -17,6 +17,10 @@ from tests.helpers import TEST_XLA_FLAGS
 # Before any test imports JAX (conftest is imported first); a user's own XLA_FLAGS win.
 os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 
+# Tests run on the CPU; with libtpu installed (the [test] extra, for tests/test_aot.py) JAX would otherwise
+# probe for a TPU in every process. TPU topologies for ahead-of-time compilation work with this set.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 MISSING_PACKAGE = re.compile(r"could not import|No module named|is not installed|pip install", re.IGNORECASE)
 
 

@@ -147,3 +147,28 @@ def test_repeated_source_order():
 
   rep = evaluators.RepeatedSource(Source(), 4)
   assert len(rep) == 12 and [rep[j]["i"] for j in range(12)] == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_linear_probe_reaches_the_optimum_of_an_independent_solver():
+  """The L-BFGS fit runs to convergence: its objective equals SciPy's optimum of the same problem."""
+  from scipy import optimize  # pylint: disable=import-outside-toplevel  (scikit-learn brings SciPy)
+  rng = np.random.default_rng(4)
+  n, d, c, l2 = 400, 12, 5, 1e-4
+  x = rng.standard_normal((n, d))
+  y = np.argmax(x[:, :c] + 0.8 * rng.standard_normal((n, c)), axis=1)
+
+  def objective(flat):  # NumPy: mean cross-entropy + l2 ||W||^2, and its gradient.
+    w, b = flat[:d * c].reshape(d, c), flat[d * c:]
+    logits = x @ w + b
+    logits = logits - logits.max(1, keepdims=True)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    loss = -np.mean(np.log(p[np.arange(n), y])) + l2 * np.sum(w ** 2)
+    g = (p - np.eye(c)[y]) / n
+    return loss, np.concatenate([(x.T @ g + 2 * l2 * w).ravel(), g.sum(0)])
+
+  best = optimize.minimize(objective, np.zeros(d * c + c), jac=True, method="L-BFGS-B",
+                           options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 5000})
+  params = linear_probe._fit(x.astype(np.float32), y, 1e-4, num_classes=c)  # pylint: disable=protected-access
+  ours, _ = objective(np.concatenate([np.asarray(params["w"]).ravel(), np.asarray(params["b"])]))
+  assert abs(ours - best.fun) < 1e-5, (ours, best.fun)
+  np.testing.assert_allclose(np.asarray(params["w"]), best.x[:d * c].reshape(d, c), atol=2e-3)

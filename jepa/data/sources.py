@@ -672,8 +672,12 @@ def _build(cfg: Any, which: str) -> Any:
                                             num_examples=100_000 if which == 'train' else 10_000)
     src.name, src.num_classes = 'two_rooms', 0
     return src
+  if kind == 'synthetic':  # Random pixels of the configured shape (compiling / timing only; jepa/data/synthetic.py).
+    from jepa.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.SyntheticSource(int(_cfg(cfg, 'synthetic_examples', 4096)), int(_cfg(cfg, 'image_size', 32)),
+                                     int(_cfg(cfg, 'num_frames', 0)))
   raise DataError(f'data.source={kind!r} is unknown; pass --config.data.source= one of digits, tfds, folder, '
-                  'npz, idx, moving_digits, video_csv, tfds_video')
+                  'npz, idx, moving_digits, video_csv, tfds_video, two_rooms, synthetic')
 
 
 def get_source(data_cfg: Any, split: str) -> Any:

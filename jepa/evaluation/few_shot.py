@@ -34,7 +34,7 @@ def subset(labels, shots, *, seed, trial):
 
 
 def few_shot(train_x, train_y, eval_x, eval_y, num_classes, *, shots=(1, 10, 0), trials=3, l2=1e-3, seed=0,
-             steps=200):
+             steps=linear_probe.STEPS):
   """{shots: mean eval accuracy over the trials} (see the module docstring)."""
   norm = linear_probe.standardiser(train_x)
   xt, xe = np.asarray(norm(train_x)), norm(eval_x)

@@ -6,6 +6,10 @@ the evaluation split, which the selection never sees.
 
   minimise  mean_i CE(W x_i + b, y_i) + l2 * ||W||^2
 
+L-BFGS runs until the gradient's L2 norm is below `tol` or `steps` iterations have passed. The stopping rule
+matters: 200 fixed iterations from zero left CIFAR-10 probes 3-4 points short of the optimum (docs/fidelity.md),
+while small problems converge in a few dozen.
+
 `_fit` takes per-row weights (the mean is sum_i w_i CE_i / sum_i w_i), so that callers can pad a small
 training set with zero-weight rows to a shape that is already compiled (few_shot.py).
 """
@@ -17,14 +21,18 @@ import numpy as np
 import optax
 
 
-def _fit(x, y, l2, *, num_classes, steps, weights=None):
-  if weights is None:
-    return _fit_weighted(x, y, None, l2, num_classes=num_classes, steps=steps)
-  return _fit_weighted(x, y, jnp.asarray(weights, jnp.float32), l2, num_classes=num_classes, steps=steps)
+STEPS = 1000  # The most L-BFGS iterations of one fit.
+TOL = 1e-5  # Stop when ||grad|| falls below this.
+
+
+def _fit(x, y, l2, *, num_classes, steps=STEPS, tol=TOL, weights=None):
+  if weights is not None:
+    weights = jnp.asarray(weights, jnp.float32)
+  return _fit_weighted(x, y, weights, l2, jnp.float32(tol), num_classes=num_classes, steps=steps)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit_weighted(x, y, weights, l2, *, num_classes, steps):
+def _fit_weighted(x, y, weights, l2, tol, *, num_classes, steps):
   params = {"w": jnp.zeros((x.shape[1], num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
 
   def objective(p):
@@ -37,13 +45,17 @@ def _fit_weighted(x, y, weights, l2, *, num_classes, steps):
   opt = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
 
-  def body(_, carry):
-    p, state = carry
+  def body(carry):
+    p, state, _ = carry
     value, grad = value_and_grad(p, state=state)
     updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=objective)
-    return optax.apply_updates(p, updates), state
+    return optax.apply_updates(p, updates), state, optax.tree.norm(grad)
 
-  params, _ = jax.lax.fori_loop(0, steps, body, (params, opt.init(params)))
+  def running(carry):
+    _, state, grad_norm = carry
+    return (optax.tree.get(state, "count") < steps) & (grad_norm >= tol)
+
+  params, _, _ = jax.lax.while_loop(running, body, (params, opt.init(params), jnp.float32(jnp.inf)))
   return params
 
 
@@ -58,7 +70,7 @@ def standardiser(train_x):
   return lambda a: jnp.asarray((np.asarray(a, np.float64) - mean) / std, jnp.float32)
 
 
-def fit_and_score(train_x, train_y, eval_x, eval_y, num_classes, *, l2, steps=200, weights=None):
+def fit_and_score(train_x, train_y, eval_x, eval_y, num_classes, *, l2, steps=STEPS, weights=None):
   """Eval accuracy of the probe fitted on (train_x, train_y) with a given L2 strength (no selection).
 
   Inputs are used as given (standardise them first, e.g. with `standardiser`); `weights` [N] weigh the
@@ -70,7 +82,7 @@ def fit_and_score(train_x, train_y, eval_x, eval_y, num_classes, *, l2, steps=20
 
 
 def linear_probe(train_x, train_y, eval_x, eval_y, num_classes, *, l2_grid=(1e-5, 1e-4, 1e-3, 1e-2),
-                 steps=200):
+                 steps=STEPS):
   """Returns {'accuracy': eval top-1, 'l2': chosen strength, 'train_accuracy': ...}."""
   norm = standardiser(train_x)
   xt, xe = norm(train_x), norm(eval_x)
