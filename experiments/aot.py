@@ -13,14 +13,15 @@ or video folders need not exist here); shapes alone decide memory and FLOPs. Rep
   - the compiled step's memory (`memory_analysis()`): arguments (state + batch), outputs, aliased (donated)
     bytes, temporaries (activations, gradients); the total resident = arguments + outputs - aliased + temp +
     code, against the chip's HBM;
-  - FLOPs per step (`cost_analysis()`, of the partitioned per-device program) and XLA's own roofline time
-    (`optimal_seconds`: the larger of compute and memory traffic at the chip's rates); the projected MFU is
-    FLOPs / (peak x that time), an upper bound (collectives overlap perfectly, no input stalls);
+  - FLOPs and HBM bytes per step (`cost_analysis()`, of the partitioned per-device program) and a roofline
+    time, the largest of compute, HBM traffic and the parameter / gradient collectives over ICI (see `cost`);
+    the projected MFU is compute time / that time, an upper bound (perfect overlap, no input stalls);
   - the eval/feature step (the method's probe features at eval.batch_size) the same way.
 The last line per config holds `fits=<yes|no> hbm_gib=<per-device total> mfu_projected=<fraction>`; when it
 does not fit, the line says what to change (FSDP over more devices, remat, gradient accumulation).
 """
 import os
+import re
 import sys
 import tempfile
 
@@ -46,14 +47,14 @@ flags.DEFINE_bool("eval_step", True, "Also compile the eval/feature step.")
 FLAGS = flags.FLAGS
 
 GIB = 2**30
-# Per chip: HBM bytes, peak dense bf16 FLOP/s, HBM bandwidth. Sources: Google Cloud TPU system architecture
-# pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e), "peak compute per chip" and "HBM2 capacity /
-# bandwidth" rows.
+# Per chip: HBM bytes, peak dense bf16 FLOP/s, HBM bandwidth, inter-chip (ICI) bandwidth. Sources: Google Cloud
+# TPU system architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e): "peak compute per chip",
+# "HBM2 capacity / bandwidth" and "interchip interconnect bandwidth" rows (ICI converted from Gbps to bytes).
 CHIPS = {
-    "TPU v4": dict(hbm=32 * GIB, bf16_flops=275e12, hbm_bw=1228e9),
-    "TPU v5 lite": dict(hbm=16 * GIB, bf16_flops=197e12, hbm_bw=819e9),   # v5e
-    "TPU v5": dict(hbm=95 * GIB, bf16_flops=459e12, hbm_bw=2765e9),       # v5p
-    "TPU v6 lite": dict(hbm=32 * GIB, bf16_flops=918e12, hbm_bw=1640e9),  # v6e (Trillium)
+    "TPU v4": dict(hbm=32 * GIB, bf16_flops=275e12, hbm_bw=1228e9, ici_bw=2400e9 / 8),
+    "TPU v5 lite": dict(hbm=16 * GIB, bf16_flops=197e12, hbm_bw=819e9, ici_bw=1600e9 / 8),   # v5e
+    "TPU v5": dict(hbm=95 * GIB, bf16_flops=459e12, hbm_bw=2765e9, ici_bw=4800e9 / 8),       # v5p
+    "TPU v6 lite": dict(hbm=32 * GIB, bf16_flops=918e12, hbm_bw=1640e9, ici_bw=3584e9 / 8),  # v6e
 }
 
 
@@ -105,6 +106,17 @@ def abstract_batch(trainer, example_fn, batch_size):
                                   sharding=trainer.batch_sharding) for k, v in example.items()}
 
 
+def out_of_memory(error):
+  """Bytes of temporaries libtpu asked for when it refused to compile for lack of HBM, else None."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text:
+    return None
+  match = re.search(r"HLO temporaries \(([\d.]+)([KMGT])\)", text)
+  if not match:
+    return None
+  return float(match.group(1)) * 2 ** (10 * " KMGT".index(match.group(2)))
+
+
 def memory(compiled):
   m = compiled.memory_analysis()
   total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
@@ -113,12 +125,24 @@ def memory(compiled):
           "alias": m.alias_size_in_bytes, "temp": m.temp_size_in_bytes, "total": total}
 
 
-def cost(compiled, chip):
+def cost(compiled, chip, *, param_bytes=0, mesh_shape=None):
+  """FLOPs and bytes of the per-device program, and a roofline time: the largest of compute (FLOPs / peak),
+  HBM traffic (bytes accessed / bandwidth) and the gradient / parameter collectives over ICI, assumed to
+  overlap perfectly (so the MFU it implies is an upper bound). Collective bytes per device, P = the float32
+  parameters' bytes: FSDP over f devices all-gathers the parameters twice (forward, backward) and
+  reduce-scatters the gradients, 3 P (f - 1) / f; data parallelism over d all-reduces the (sharded) gradients,
+  2 (P / f) (d - 1) / d. (XLA's own `optimal_seconds` is not used: libtpu returns negative values for
+  programs with collectives.)"""
   c = compiled.cost_analysis()
   c = c[0] if isinstance(c, (list, tuple)) else c
-  flops, seconds = float(c.get("flops", 0.0)), float(c.get("optimal_seconds", 0.0))
-  mfu = flops / (chip["bf16_flops"] * seconds) if seconds > 0 else float("nan")
-  return {"flops": flops, "optimal_seconds": seconds, "mfu": mfu}
+  flops, traffic = float(c.get("flops", 0.0)), float(c.get("bytes accessed", 0.0))
+  d, f = (mesh_shape or {}).get("data", 1), (mesh_shape or {}).get("fsdp", 1)
+  comm = 3 * param_bytes * (f - 1) / f + 2 * (param_bytes / f) * (d - 1) / d
+  times = {"compute_s": flops / chip["bf16_flops"], "hbm_s": traffic / chip["hbm_bw"], "ici_s": comm / chip["ici_bw"]}
+  seconds = max(times.values())
+  return {"flops": flops, "bytes_accessed": traffic, **times, "seconds": seconds,
+          "bound": max(times, key=times.get).removesuffix("_s"),
+          "mfu": times["compute_s"] / seconds if seconds > 0 else float("nan")}
 
 
 def advice(config, num_devices, mem, chip):
@@ -155,21 +179,36 @@ def report(config, topology):
         f"EMA {gib(_bytes(state['ema']))}, other {gib(_bytes(state['model_state']))}", flush=True)
 
   batch = abstract_batch(trainer, trainer.method.example_fn(train=True), config.train.batch_size)
-  compiled = trainer.train_step.lower(state, batch).compile()
-  mem, speed = memory(compiled), cost(compiled, chip)
+  try:
+    compiled = trainer.train_step.lower(state, batch).compile()
+  except Exception as e:  # pylint: disable=broad-except  (libtpu refuses a program that cannot fit in HBM)
+    needed = out_of_memory(e)
+    if needed is None:
+      raise
+    total = _bytes(state) + _bytes(batch) + needed
+    line = (f"{config_name()} {topology}: fits=no hbm_gib={total / GIB:.2f} mfu_projected=nan (the compiler "
+            f"refused it: {needed / GIB:.2f} GiB of temporaries beside {(_bytes(state) + _bytes(batch)) / GIB:.2f}"
+            f" GiB of state and batch) fix: {advice(config, n, {'total': total}, chip)}")
+    print(line, flush=True)
+    return {"fits": False, "memory": {"total": total}}
+  param_bytes = sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree.leaves(state["params"]))
+  mesh_shape = dict(trainer.mesh.shape)
+  mem, speed = memory(compiled), cost(compiled, chip, param_bytes=param_bytes, mesh_shape=mesh_shape)
   fits = mem["total"] <= chip["hbm"]
   print(f"  train step per device: arguments {gib(mem['argument'])} (donated {gib(mem['alias'])}), temp "
         f"{gib(mem['temp'])}, total {gib(mem['total'])} of {chip['hbm'] / GIB:.0f} GiB; "
-        f"{speed['flops'] / 1e12:.2f} TFLOP, roofline {speed['optimal_seconds'] * 1e3:.1f} ms "
-        f"({config.train.batch_size / max(speed['optimal_seconds'], 1e-12):,.0f} img/s)", flush=True)
+        f"{speed['flops'] / 1e12:.2f} TFLOP, {speed['bytes_accessed'] / GIB:.1f} GiB of HBM traffic; roofline "
+        f"{speed['seconds'] * 1e3:.1f} ms, {speed['bound']}-bound (compute {speed['compute_s'] * 1e3:.1f} / HBM "
+        f"{speed['hbm_s'] * 1e3:.1f} / ICI {speed['ici_s'] * 1e3:.1f} ms) = "
+        f"{config.train.batch_size / max(speed['seconds'], 1e-12):,.0f} img/s", flush=True)
   if FLAGS.eval_step:
     images = abstract_batch(trainer, trainer.method.example_fn(train=False), config.eval.batch_size)["image"]
     feats = trainer._apply(trainer.method.features)  # pylint: disable=protected-access  (the loop's own jit)
     ev = feats.lower(state, images).compile()
     emem, espeed = memory(ev), cost(ev, chip)
     print(f"  eval/feature step (batch {config.eval.batch_size}): temp {gib(emem['temp'])}, total "
-          f"{gib(emem['total'])}; {espeed['flops'] / 1e12:.3f} TFLOP, roofline "
-          f"{espeed['optimal_seconds'] * 1e3:.1f} ms", flush=True)
+          f"{gib(emem['total'])}; {espeed['flops'] / 1e12:.3f} TFLOP, roofline {espeed['seconds'] * 1e3:.1f} ms "
+          f"({espeed['bound']}-bound)", flush=True)
   line = (f"{config_name()} {topology}: fits={'yes' if fits else 'no'} hbm_gib={mem['total'] / GIB:.2f} "
           f"mfu_projected={speed['mfu']:.3f}")
   if not fits:

@@ -35,6 +35,7 @@ def base_config():
       mean=IMAGENET_MEAN,
       std=IMAGENET_STD,
       num_threads=2,
+      num_workers=0,              # worker processes for reads + augmentation (grain mp_prefetch); 0 = threads
       prefetch=2,
       skip_corrupt=False,
       # Video (V-JEPA): clips of num_frames frames taken every frame_step frames; 0 frames = images.
@@ -48,6 +49,7 @@ def base_config():
       patch_size=4,
       pos_embedding="sincos_ijepa",
       remat=False,
+      remat_policy="",            # with remat: '' recomputes everything; or a jax.checkpoint_policies name
       tubelet_size=2,             # frames per video patch (V-JEPA: 2 x p x p tubelets)
       # drop_path: stochastic depth of the trained encoder's last block (linear from 0 over the blocks).
       encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0,
@@ -227,7 +229,7 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.ima
              "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs",
              "loss.sigreg_slices")
 # 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
-_NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.prefetch", "optim.lr",
+_NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.num_workers", "data.prefetch", "optim.lr",
                  "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
                  "optim.final_weight_decay", "optim.grad_clip", "loss.sigreg_weight")
 

@@ -327,7 +327,7 @@ class Trainer:
     iterator = pipeline.make_train_iterator(
         self.train_source, self.method.example_fn(train=True), batch_size=self.local_batch, seed=cfg.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), num_threads=cfg.data.num_threads,
-        prefetch=cfg.data.prefetch, skip_corrupt=cfg.data.skip_corrupt)
+        prefetch=cfg.data.prefetch, skip_corrupt=cfg.data.skip_corrupt, num_workers=cfg.data.num_workers)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
                                        max_to_keep=tcfg.keep_checkpoints)
     self._corrupt = iterator.corrupt  # skip_corrupt's counters (None without it), logged with the metrics.

@@ -1,11 +1,12 @@
 """Ahead-of-time compilation for a TPU topology on this CPU machine (experiments/aot.py), every method.
 
-libtpu (in the [test] extra) compiles each method's tiny train step for a v5e 2x2 slice (4 chips) on a 2 x 2
-(data x fsdp) mesh, with a small `fsdp_min_size` so that the FSDP rule shards the tiny kernels. Checked against
+libtpu (in the [test] extra) compiles each method's tiny train step for a v5e 2x2 slice (4 chips) on a
+2 x 2 (data x fsdp) mesh, with a small `fsdp_min_size` so that the FSDP rule shards the tiny kernels. Checked against
 independent computations: the compiled step's input shardings are the FSDP rule's (parallel.param_spec) for
 parameters, EMA and optimizer moments and the batch rule for the batch; its argument bytes hold each array's
 per-device shard (shape / mesh axes x itemsize), padded at most to the layout's tile (TPU pads f32 arrays to
-(8, 128) tiles, which dominates tiny arrays; small arrays take up to 1 KiB more); the donated state is aliased; the FLOPs are positive.
+(8, 128) tiles, which dominates tiny arrays; small arrays take up to 1 KiB more); the donated state is
+aliased; the FLOPs are positive.
 One fresh process, as the topology's devices live beside the CPU ones for the rest of a process's life.
 """
 import json
@@ -75,9 +76,10 @@ for method, name in json.loads(CASES):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     out[method] = {"rules": rule_ok, "checked": checked, "batch_ok": batch_ok, "expected_args": expected,
-                   "args": m.argument_size_in_bytes, "tiled": tiled, "num_args": len(args), "alias": m.alias_size_in_bytes,
-                   "state_bytes": sum(shard_bytes(x, s.spec) for x, s in zip(jax.tree.leaves(t.abstract_state),
-                                                                              got)),
+                   "args": m.argument_size_in_bytes, "tiled": tiled, "num_args": len(args),
+                   "alias": m.alias_size_in_bytes,
+                   "state_bytes": sum(shard_bytes(x, s.spec)
+                                      for x, s in zip(jax.tree.leaves(t.abstract_state), got)),
                    "flops": float(cost.get("flops", 0))}
   except Exception:
     out[method] = {"error": traceback.format_exc()[-3000:]}

@@ -284,6 +284,19 @@ def test_train_iterator_state_round_trip():
   _assert_batches_equal(_take(restored, 6), expected)
 
 
+def test_train_iterator_worker_processes_same_stream_and_resume():
+  """grain worker processes (data.num_workers) give the threads' stream, and their state resumes exactly."""
+  src = RangeSource(30)
+  threads = _take(pipeline.make_train_iterator(src, label_and_noise, batch_size=4, seed=2), 12)
+  it = pipeline.make_train_iterator(src, label_and_noise, batch_size=4, seed=2, num_workers=2)
+  workers = _take(it, 9)
+  _assert_batches_equal(workers, threads[:9])
+  state = it.get_state()
+  restored = pipeline.make_train_iterator(src, label_and_noise, batch_size=4, seed=2, num_workers=2)
+  restored.set_state(state)
+  _assert_batches_equal(_take(restored, 3), threads[9:12])
+
+
 def test_train_iterator_orbax_checkpoint(tmp_path):
   ocp = pytest.importorskip('orbax.checkpoint')
   src = RangeSource(30)

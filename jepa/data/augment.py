@@ -188,12 +188,12 @@ def _gray(img: np.ndarray) -> np.ndarray:
 def _rgb_to_hsv(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """HSV with hue in [0, 1), following torchvision's ``_rgb2hsv``."""
   r, g, b = img[..., 0], img[..., 1], img[..., 2]
-  maxc = img.max(axis=-1)
-  minc = img.min(axis=-1)
+  maxc = np.maximum(np.maximum(r, g), b)
+  minc = np.minimum(np.minimum(r, g), b)
   delta = maxc - minc
   gray = delta == 0
-  safe_delta = np.where(gray, 1.0, delta)
-  s = delta / np.where(maxc == 0, 1.0, maxc)
+  safe_delta = np.where(gray, np.float32(1.0), delta)
+  s = delta / np.where(maxc == 0, np.float32(1.0), maxc)
   rc = (maxc - r) / safe_delta
   gc = (maxc - g) / safe_delta
   bc = (maxc - b) / safe_delta
@@ -204,17 +204,14 @@ def _rgb_to_hsv(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-  i = np.floor(h * 6.0)
-  f = h * 6.0 - i
-  i = i.astype(np.int32) % 6
-  p = v * (1.0 - s)
-  q = v * (1.0 - s * f)
-  t = v * (1.0 - s * (1.0 - f))
-  # Sector table: which of (v, q, p, t) goes to r, g, b for each of the six hue sectors.
-  stack = np.stack([v, q, p, t], axis=-1)
-  table = np.asarray([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
-  idx = table[i]  # [H, W, 3]
-  return np.take_along_axis(stack, idx, axis=-1).astype(np.float32)
+  """RGB of HSV (hue in [0, 1)) by the closed form c_n = v - v s clip(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6
+  with n = 5, 3, 1 for r, g, b: the same values as the six-sector table, in a few whole-array operations."""
+  h6, vs = (h * 6.0).astype(np.float32), (v * s).astype(np.float32)
+  out = np.empty(h.shape + (3,), np.float32)
+  for c, n in enumerate((5.0, 3.0, 1.0)):
+    k = np.mod(h6 + np.float32(n), np.float32(6.0))
+    out[..., c] = v - vs * np.clip(np.minimum(k, np.float32(4.0) - k), 0.0, 1.0)
+  return out
 
 
 def adjust_brightness(img: np.ndarray, factor: float) -> np.ndarray:

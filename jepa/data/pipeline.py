@@ -69,7 +69,8 @@ class SkipCorrupt(sources.SkipsCorrupt):
 
 def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, seed: int,
                         process_index: int = 0, process_count: int = 1, num_threads: int = 2,
-                        prefetch: int = 2, skip_corrupt: bool = False) -> grain.DatasetIterator:
+                        prefetch: int = 2, skip_corrupt: bool = False,
+                        num_workers: int = 0) -> grain.DatasetIterator:
   """Builds the infinite training iterator for this process.
 
   Args:
@@ -85,6 +86,11 @@ def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, 
     prefetch: batches read ahead by the reader threads (``ReadOptions.prefetch_buffer_size``).
     skip_corrupt: replace examples whose read raises DataError with the next readable one (see
       :class:`SkipCorrupt`); the wrapper is exposed as ``it.corrupt``. Without it the DataError propagates.
+    num_workers: worker processes (``grain.MultiprocessingOptions``, ``mp_prefetch``) that run the reads and
+      ``example_fn`` outside this process's GIL; 0 = reader threads only. The stream is the same for any
+      count (each element's rng depends on its position only), and the iterator state still resumes exactly.
+      With workers, substitutions of ``skip_corrupt`` happen (and are counted) in the workers, so
+      ``it.corrupt`` counts only this process's reads.
 
   Returns:
     A ``grain.DatasetIterator`` yielding dicts of stacked arrays with leading axis ``batch_size``; it supports
@@ -106,7 +112,13 @@ def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, 
   if process_count > 1:
     ds = ds[process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=True)
-  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+  if num_workers:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (their defaults do), e.g. under pytest.
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch))
+  it = iter(ds)
   it.corrupt = corrupt  # None without skip_corrupt; see SkipCorrupt for the counters.
   return it
 

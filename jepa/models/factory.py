@@ -1,4 +1,5 @@
 """Builds models from the config (`config.model`), so methods share one way of naming sizes."""
+import jax
 import jax.numpy as jnp
 
 from jepa.errors import ConfigError
@@ -37,9 +38,22 @@ def build_encoder(config, rngs):
   return vit_lib.ViT(image_size=config.data.image_size, patch_size=config.model.patch_size,
                      in_channels=3, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                      num_frames=video, tubelet_size=config.model.get("tubelet_size", 2),
-                     pos_embedding=config.model.pos_embedding, remat=config.model.remat,
+                     pos_embedding=config.model.pos_embedding, remat=remat_setting(config),
                      drop_path_rate=config.model.encoder.get("drop_path", 0.0),
                      dtype=compute_dtype(config.dtype), rngs=rngs)
+
+
+def remat_setting(config):
+  """model.remat / model.remat_policy as run_blocks takes them: False, True (save nothing), or the name of a
+  jax.checkpoint_policies policy (e.g. 'dots_with_no_batch_dims_saveable': keep the weight matmuls' outputs,
+  recompute the rest)."""
+  if not config.model.remat:
+    return False
+  policy = config.model.get("remat_policy", "")
+  if policy and not callable(getattr(jax.checkpoint_policies, policy, None)):
+    raise ConfigError(f"model.remat_policy={policy!r} is not in jax.checkpoint_policies; use '' (save nothing), "
+                      "'dots_saveable' or 'dots_with_no_batch_dims_saveable'")
+  return policy or True
 
 
 def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, cond_mode="feature",
@@ -60,5 +74,5 @@ def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, con
                                  depth=pred.depth, heads=heads, num_mask_tokens=num_mask_tokens,
                                  pos_embedding=config.model.pos_embedding, cond_dim=cond_dim,
                                  cond_mode=cond_mode,
-                                 zero_init_mask_tokens=zero_init_mask_tokens, remat=config.model.remat,
+                                 zero_init_mask_tokens=zero_init_mask_tokens, remat=remat_setting(config),
                                  dtype=compute_dtype(config.dtype), rngs=rngs)

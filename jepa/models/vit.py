@@ -248,7 +248,7 @@ def check_heads(width: int, heads: int, *, key: str, width_key: str, rope: bool)
 
 
 def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | None,
-               positions: jax.Array | None, remat: bool, collect: list[jax.Array] | None = None,
+               positions: jax.Array | None, remat: bool | str, collect: list[jax.Array] | None = None,
                rng: jax.Array | None = None) -> jax.Array:
   """Applies `blocks` in order, optionally rematerialised (activations recomputed in the backward pass).
 
@@ -260,8 +260,8 @@ def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | No
             key: jax.Array | None) -> jax.Array:
     return block(h, kv_mask=kv_mask, positions=positions, rng=key)
 
-  if remat:
-    apply = nnx.remat(apply)
+  if remat:  # True: save nothing; a name: that jax.checkpoint_policies policy decides what is saved.
+    apply = nnx.remat(apply, policy=None if remat is True else getattr(jax.checkpoint_policies, remat))
   for i, block in enumerate(blocks):
     x = apply(block, x, kv_mask, positions, None if rng is None else jax.random.fold_in(rng, i))
     if collect is not None:
