@@ -28,8 +28,10 @@ import tempfile
 # The host runs nothing; the TPU devices come from libtpu's topology description. Without a TPU VM's metadata
 # libtpu prints a page of warnings when it starts; these host facts (one host, this one) keep it quiet. Only
 # here: on a real TPU VM the platform sets them.
+# ALLOW_MULTIPLE_LIBTPU_LOAD: compiling needs no chip, so several of these may run at once (libtpu otherwise
+# holds /tmp/libtpu_lockfile for the life of the process).
 for _key, _value in (("JAX_PLATFORMS", "cpu"), ("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                     ("TPU_ACCELERATOR_TYPE", "v5litepod-1")):
+                     ("TPU_ACCELERATOR_TYPE", "v5litepod-1"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
   os.environ.setdefault(_key, _value)
 
 from absl import flags  # noqa: E402

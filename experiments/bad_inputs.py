@@ -403,6 +403,12 @@ def build_cases(root):
       c("convert: not a checkpoint", conv, ["--format=ijepa", f"--checkpoint={not_pickle}", wd()]),
       c("convert: unknown override", conv, ["--format=ijepa", f"--checkpoint={not_pickle}", wd(),
                                             "--config.train.bogus=1"]),
+      # ahead-of-time compilation for TPU (experiments/aot.py; needs libtpu)
+      c("aot: unknown topology", "experiments.aot", [TINY, "--topology=v9x:2x2"], words=("--topology",)),
+      c("aot: topology shape libtpu refuses", "experiments.aot", [TINY, "--topology=v5e:3x3"],
+        words=("--topology",)),
+      c("aot: mesh does not divide the topology", "experiments.aot", [TINY, "--topology=v5e:2x2",
+                                                                     "--config.mesh.fsdp=3"], words=("mesh.fsdp",)),
   ]
   return cases, run, read_only
 
