@@ -96,7 +96,11 @@ def rescore(config):
   ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
   saved = set(ckpt.all_steps())
   dropped = [p["step"] for p in out["points"] if p["step"] not in saved]
-  if not out.get("baselines", {}).get("copied_from"):
+  copied = out.get("baselines", {}).get("copied_from")
+  if copied:  # Copied rows are copied again, from that result as it is now.
+    with open(os.path.join(RESULTS, f"{copied}.json"), encoding="utf-8") as f:
+      out["baselines"] = dict(json.load(f)["baselines"], copied_from=copied)
+  else:
     random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
     out["baselines"] = {"raw_pixels": score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
                                             baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes),
@@ -230,6 +234,7 @@ def summary(dataset):
   lines = [f"# Quality per compute on {dataset}", "",
            "Written by `python experiments/budget.py --summary=" + dataset + "` from the result files beside it;",
            "each row is one evaluation point (linear probe / kNN on the held-out carve of the train split).", "",
+           "Probe: " + PROBE + " unless the row says `200 steps` (the earlier fixed count, which underfits).", "",
            "| result | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN | command |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -237,11 +242,12 @@ def summary(dataset):
     for p in r["points"]:
       lines.append(f"| {r['name']} | {r['method']} | {p['step']} | {p['epochs']} | {p['train_minutes']} | "
                    f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p.get('probe_train_examples', '')} | "
-                   f"{p['linear']:.4f} | "
+                   f"{p['linear']:.4f}{'' if p.get('probe') else ' (200 steps)'} | "
                    f"{p['knn']:.4f} | `{r['command']}` |")
     for base in ("raw_pixels", "random_init"):
+      row = r["baselines"][base]
       lines.append(f"| {r['name']} | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
-                   f"{r['baselines'][base]['linear']:.4f} | "
+                   f"{row['linear']:.4f}{'' if row.get('probe') or row.get('copied_from') else ' (200 steps)'} | "
                    f"{r['baselines'][base]['knn']:.4f} | |")
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
             [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
