@@ -244,6 +244,13 @@ def machine_peaks(rows, machines):
   return peaks
 
 
+def memory_mb(row):
+  """The device's peak bytes in use (accelerators report it), else the compiled step's own total (CPU)."""
+  if row.get("peak_memory_mb"):
+    return f"{row['peak_memory_mb']:.0f} (peak)"
+  return f"{row['compiled_memory_mb']:.0f} (compiled)" if row.get("compiled_memory_mb") else "-"
+
+
 def markdown(rows):
   """The results as a table, with the machines they were measured on."""
   machines = []
@@ -266,9 +273,9 @@ def markdown(rows):
                  + (f", XLA_FLAGS=`{m['xla_flags']}`" if m["xla_flags"] else "")
                  + f"; peak {peaks[i] / 1e9:.1f} GFLOP/s")
   lines += ["", "| machine | method | encoder | px/patch | batch | predictor | dtype | ctx / tgt tokens | "
-            "step s | img/s | best img/s | e2e img/s | compile s | GFLOP/step | GFLOP/s | MFU | load | "
-            "note |",
-            "|" + "---|" * 18]
+            "step s | img/s | best img/s | e2e img/s | compile s | GFLOP/step | GFLOP/s | MFU | memory MB | "
+            "load | note |",
+            "|" + "---|" * 19]
   for r in rows:
     p = r["predictor"]
     predictor = f"{p['depth']}x{p['width']}" if p else "-"
@@ -282,6 +289,7 @@ def markdown(rows):
         f"{r['img_per_s']} | {r['best_img_per_s']} | {r['end_to_end_img_per_s']} | {r['compile_s']} | "
         f"{r['step_gflops']} | {r['achieved_gflops_per_s']} | "
         f"{r['achieved_gflops_per_s'] * 1e9 / peaks[machines.index(r['machine'])]:.3f} | "
+        f"{memory_mb(r)} | "
         f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} | {r['note']} |")
   return "\n".join(lines) + "\n"
 
