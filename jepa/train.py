@@ -336,8 +336,11 @@ class Trainer:
       # A resumed run must be the run config.json describes: refuse any change but the keys that may change.
       run_config.check_resume(config_path, cfg)
     if self.is_main:  # Before anything compiles; rewritten on resume (num_steps / eval / logging may change).
-      with open(config_path, "w", encoding="utf-8") as f:
+      # Written aside and renamed: the other processes of a resumed run read it (check_resume above) at the
+      # same time, and must see the old file or the new one, never a truncated one.
+      with open(config_path + ".tmp", "w", encoding="utf-8") as f:
         f.write(cfg.to_json_best_effort(indent=2))
+      os.replace(config_path + ".tmp", config_path)
     restored = ckpt.restore_latest(self.abstract_state, iterator)
     if restored is None:
       state = self._init(cfg.seed)
