@@ -68,8 +68,10 @@ def topology_devices(name):
     raise ConfigError('libtpu is not installed; install it with `pip install -e ".[tpu]"` (the jax[tpu] pin '
                       "that matches the installed jax)") from None
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  # v4 chips hold two TensorCores; JAX meshes want one device per chip ("megacore"), as a v4 VM presents them.
+  kwargs = {"chip_config_name": "megacore"} if name.startswith("v4") else {}
   try:
-    return topologies.get_topology_desc(topology_name=name, platform="tpu").devices
+    return topologies.get_topology_desc(topology_name=name, platform="tpu", **kwargs).devices
   except Exception as e:  # pylint: disable=broad-except  (libtpu raises XlaRuntimeError / ValueError)
     detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
     raise ConfigError(f"--topology={name} is not a TPU topology libtpu knows ({detail}); pass e.g. v5e:4x4, "
