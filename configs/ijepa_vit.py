@@ -8,7 +8,13 @@ Presets (the text after ':'):
   ''           ViT (width 128, depth 4) on scikit-learn's 8x8 digits upsampled to 32 px, patch 4: minutes on a CPU.
   in1k_vith14  Assran et al. 2023, `in1k_vith14_ep300.yaml`: ViT-H/14 at 224 px on ImageNet-1k (TFDS), global batch
                2048, 300 epochs x 625 steps, 40 warmup epochs, lr 2e-4 -> 1e-3 -> 1e-6 cosine, wd 0.04 -> 0.4,
-               EMA 0.996 -> 1.0, predictor 12 x 384, crop scale (0.3, 1.0), no flip, bf16.
+               EMA 0.996 -> 1.0, predictor 12 x 384, crop scale (0.3, 1.0), no flip, bf16. Memory: FSDP over
+               every device and remat, so that it fits the default launch slice (tpu/create.sh's v4-32, 16 chips
+               of 32 GiB): plain data parallelism there needs 55 GiB per chip (libtpu refuses it), FSDP + remat
+               29.2 GiB. On v5e-64 FSDP + remat take 4.1 GiB of 16; on v5p-64, where data parallelism without
+               remat fits (25.9 GiB of 95) and projects a higher MFU (0.57 vs 0.37), pass
+               --config.mesh.data=-1 --config.mesh.fsdp=1 --config.model.remat=false
+               (experiments/aot.py; experiments/results/aot.md).
   cifar10      CIFAR-10 train (packed JPEG from ../shared/data), 32 px, patch 4, the default's model.
   cifar10_reference
                The official I-JEPA code's CIFAR-10 CPU run, every value as it ran: ViT 192 x 6 (3 heads), patch 4,
@@ -38,7 +44,8 @@ def _default(c):
 def _in1k_vith14(c):
   c.data.update(source="tfds", name="imagenet2012", data_dir="", train_split="train", eval_split="validation",
                 image_size=224, crop_scale=(0.3, 1.0), num_threads=16, prefetch=4)
-  c.model.update(patch_size=14)
+  c.model.update(patch_size=14, remat=True)
+  c.mesh.update(data=1, fsdp=-1)  # Fits 16 x 32 GiB (v4-32) with remat; see the docstring.
   c.model.encoder.update(size="huge")
   c.model.predictor.update(width=384, depth=12, heads=0)
   steps_per_epoch = 625  # 1,281,167 images / 2048

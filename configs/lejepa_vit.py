@@ -22,7 +22,10 @@ Presets (the text after ':'):
                     0.4, 0.2, 0.1) p 0.8, grayscale 0.2, blur 0.5, solarize 0.2; projector 2048-2048 -> 64
                     (the best output width of the paper's Table 1d); lam 0.05 convex; 1024 slices (the paper's
                     recommendation); drop-path 0.1 (the IN-1k launch templates); AdamW lr 5e-4, wd 0.05
-                    constant, warmup then cosine to lr/1000; bf16. The
+                    constant, warmup then cosine to lr/1000; bf16; FSDP over every device and remat (on v5e-64
+                    data parallelism needs 19.6 GiB of 16 and libtpu refuses it; FSDP + remat take 4.1 GiB; on
+                    v5p-64 data parallelism without remat fits in 34.1 GiB of 95: pass --config.mesh.data=-1
+                    --config.mesh.fsdp=1 --config.model.remat=false there; experiments/results/aot.md). The
                     paper does not give the epoch count of the 79% run (issue #35): 100 epochs at batch 1024
                     here (its ViT-L ablation length), 10 of them warmup.
   imagenette_vits8  MINIMAL.md (90.7% linear after 800 epochs): ViT-S/8 at 128 px; 4 views of one kind (RRC
@@ -75,7 +78,8 @@ def _default(c):
 def _in1k_vith14(c):
   c.data.update(source="tfds", name="imagenet2012", data_dir="", train_split="train", eval_split="validation",
                 image_size=224, num_threads=16, prefetch=4)
-  c.model.patch_size = 14
+  c.model.update(patch_size=14, remat=True)
+  c.mesh.update(data=1, fsdp=-1)  # Fits v5e-64 (16 GiB) with remat; see the docstring.
   c.model.encoder.update(size="huge", width=0, depth=0, heads=0, drop_path=0.1)
   c.lejepa.update(backbone="vit", num_global=2, num_local=6, local_size=98, global_scale=(0.3, 1.0),
                   local_scale=(0.05, 0.3), flip=0.5, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2,
