@@ -383,3 +383,16 @@ def test_shared_real_files():
     assert len(src) == 10000 and src.num_classes == 10
     _check_example(src[0], (28, 28, 1), 10)
     assert len(sources.get_source(cfg, 'train')) == 60000
+
+
+def test_synthetic_source_shapes_and_determinism():
+  """data.source='synthetic': random uint8 images (or clips) of the configured shape, fixed per index."""
+  cfg = {'source': 'synthetic', 'image_size': 12, 'synthetic_examples': 40, 'eval_fraction': 0.25}
+  train, held = sources.get_source(cfg, 'train'), sources.get_source(cfg, 'eval')
+  assert len(train) == 30 and len(held) == 10 and train.num_classes == 10
+  a, b = train[3], train[3]
+  assert a['image'].shape == (12, 12, 3) and a['image'].dtype == np.uint8
+  np.testing.assert_array_equal(a['image'], b['image'])
+  assert not np.array_equal(train[3]['image'], train[4]['image'])
+  clip = sources.get_source(dict(cfg, num_frames=5), 'train')[0]
+  assert clip['video'].shape == (5, 12, 12, 3) and 0 <= clip['label'] < 10
