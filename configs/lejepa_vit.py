@@ -48,8 +48,9 @@ Presets (the text after ':'):
                     AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 3,000 steps (4.27 epochs of the
                     45,000-image carve). Measured (experiments/results/budget/lejepa_cifar10_cpu.json): linear probe
                     0.543, kNN 0.516 on the 5,000-image carve (raw pixels 0.411, random init 0.337), in 41 min of
-                    training on 2 cores at load 3.5-4.3 (77 img/s; the machine was shared with compile jobs). Not
-                    yet the issue's 60%: the levers still to measure are in docs/fidelity.md.
+                    training on 2 cores at load 3.5-4.3 (77 img/s; the machine was shared with compile jobs).
+                    In 21.6 minutes at load 1.3-2.0 (budget.py --minutes=21.6: 2,851 steps, 136 img/s): 0.538
+                    linear, 0.503 kNN. Not yet the issue's 60%: the levers to measure are in docs/fidelity.md.
   tiny              A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
                     them on where they check them).
 """
