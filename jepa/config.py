@@ -229,8 +229,8 @@ _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.ima
              "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs",
              "loss.sigreg_slices")
 # 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
-_NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.num_workers", "data.prefetch", "optim.lr",
-                 "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
+_NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.num_workers", "data.prefetch",
+                 "optim.lr", "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
                  "optim.final_weight_decay", "optim.grad_clip", "loss.sigreg_weight")
 
 
