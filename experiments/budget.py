@@ -83,6 +83,15 @@ def score(train_xy, eval_xy, num_classes):
           "probe_seconds": round(time.perf_counter() - t0, 1), "probe": PROBE}
 
 
+def scored_baselines(trainer, eval_source, num_classes, seed, *, raw=None):
+  """{'raw_pixels': ..., 'random_init': ...} scored with `score` (`raw`: an already scored raw-pixel row)."""
+  if raw is None:
+    raw = score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
+                baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes)
+  random_state = trainer._init(seed + 1)  # pylint: disable=protected-access
+  return {"raw_pixels": raw, "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
+
+
 def rescore(config):
   """Scores every point of result --name whose checkpoint is still in --workdir, and the baselines, again."""
   path = os.path.join(RESULTS, f"{FLAGS.name}.json")
@@ -101,10 +110,7 @@ def rescore(config):
     with open(os.path.join(RESULTS, f"{copied}.json"), encoding="utf-8") as f:
       out["baselines"] = dict(json.load(f)["baselines"], copied_from=copied)
   else:
-    random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
-    out["baselines"] = {"raw_pixels": score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
-                                            baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes),
-                        "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
+    out["baselines"] = scored_baselines(trainer, eval_source, num_classes, config.seed)
     print("baselines: " + json.dumps(out["baselines"]), flush=True)
   points = []
   for p in out["points"]:
@@ -170,15 +176,11 @@ def run(config):
     with open(os.path.join(RESULTS, f"{FLAGS.baselines_from}.json"), encoding="utf-8") as f:
       baselines = dict(json.load(f)["baselines"], copied_from=FLAGS.baselines_from)
   else:
-    random_state = trainer._init(config.seed + 1)  # pylint: disable=protected-access
+    raw = None
     if FLAGS.raw_pixels_from:
       with open(os.path.join(RESULTS, f"{FLAGS.raw_pixels_from}.json"), encoding="utf-8") as f:
         raw = dict(json.load(f)["baselines"]["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
-    else:
-      raw = score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
-                  baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes)
-    baselines = {"raw_pixels": raw,
-                 "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
+    baselines = scored_baselines(trainer, eval_source, num_classes, config.seed, raw=raw)
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
 
