@@ -32,8 +32,9 @@ setuptools.setup(
         # torch is pinned because an open range pulls a multi-GB CUDA build; 2.13.0's CPU build is what these
         # machines carry. jepa itself never needs torch (jepa.convert reads .pth files without it).
         # libtpu (through jax[tpu], pinned to the jax it matches) lets tests/test_aot.py compile for TPU
-        # topologies on a CPU machine; it has wheels for Linux x86-64 only.
-        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0",
+        # topologies on a CPU machine; it has wheels for Linux x86-64 only. ruff is the linter
+        # tests/test_style.py runs (ruff.toml), pinned so that a new rule cannot fail a fresh machine's CI.
+        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0", "ruff==0.17.6",
                  "jax[tpu]==0.10.2; sys_platform == 'linux' and platform_machine == 'x86_64'"],
         # experiments/aot.py: ahead-of-time compilation for TPU topologies (memory, FLOPs) on any Linux machine.
         "tpu": ["jax[tpu]==0.10.2"],

@@ -5,7 +5,7 @@ r"""Ahead-of-time compilation of the real train step for a TPU topology, on a CP
   python experiments/aot.py --config=configs/ijepa_vit.py:in1k_vith14 --topology=v5e:8x8 \
       --config.mesh.fsdp=64 --config.model.remat=true
 
-The step is `jepa.train.Trainer`'s own (same state layout, shardings, donation and jit as `python -m
+The step is `jepa.train.setup`'s own (same state layout, shardings, donation and jit as `python -m
 jepa.main`), built on the topology's devices with `jax.experimental.topologies` and compiled by libtpu's
 compiler; nothing runs. The data are `data.source='synthetic'` examples of the preset's shape (its ImageNet
 or video folders need not exist here); shapes alone decide memory and FLOPs. Reported per device:
@@ -40,6 +40,8 @@ import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jepa import cli  # noqa: E402
+from jepa import features  # noqa: E402
+from jepa import parallel  # noqa: E402
 from jepa import train  # noqa: E402
 from jepa.errors import ConfigError  # noqa: E402
 
@@ -103,11 +105,12 @@ def _bytes(tree):
   return total
 
 
-def abstract_batch(trainer, example_fn, batch_size):
+def abstract_batch(run, example_fn, batch_size):
   """ShapeDtypeStructs of a global batch of `example_fn`'s output, sharded like the loop's batches."""
-  example = example_fn(trainer.train_source[0], np.random.default_rng(0))
-  return {k: jax.ShapeDtypeStruct((batch_size, *np.shape(v)), np.asarray(v).dtype,
-                                  sharding=trainer.batch_sharding) for k, v in example.items()}
+  example = example_fn(run.train_source[0], np.random.default_rng(0))
+  sharding = parallel.batch_sharding(run.mesh)
+  return {k: jax.ShapeDtypeStruct((batch_size, *np.shape(v)), np.asarray(v).dtype, sharding=sharding)
+          for k, v in example.items()}
 
 
 def out_of_memory(error):
@@ -172,19 +175,19 @@ def report(config, topology):
   config = synthetic_data(config)
   config.eval.update(probe=False, pictures=False, report=False)
   with tempfile.TemporaryDirectory() as workdir:
-    trainer = train.Trainer(config, workdir, verbose=False, devices=devices)
+    run = train.setup(config, workdir, verbose=False, devices=devices)
   n = len(devices)
-  state = trainer.abstract_state
+  state = run.state_def.abstract
   print(f"{config_name()} on {topology}: {n} x {kind} (HBM {chip['hbm'] / GIB:.0f} GiB, "
-        f"{chip['bf16_flops'] / 1e12:.0f} TFLOP/s bf16), mesh {dict(trainer.mesh.shape)}, batch "
+        f"{chip['bf16_flops'] / 1e12:.0f} TFLOP/s bf16), mesh {dict(run.mesh.shape)}, batch "
         f"{config.train.batch_size} ({config.train.batch_size // n} per device), dtype {config.dtype}, remat "
         f"{bool(config.model.get('remat', False))}, grad_accum {config.train.grad_accum_steps}", flush=True)
   print(f"  state per device: params {gib(_bytes(state['params']))}, optimizer {gib(_bytes(state['opt_state']))}, "
         f"EMA {gib(_bytes(state['ema']))}, other {gib(_bytes(state['model_state']))}", flush=True)
 
-  batch = abstract_batch(trainer, trainer.method.example_fn(train=True), config.train.batch_size)
+  batch = abstract_batch(run, run.method.example_fn(train=True), config.train.batch_size)
   try:
-    compiled = trainer.train_step.lower(state, batch).compile()
+    compiled = run.train_step.lower(state, batch).compile()
   except Exception as e:  # pylint: disable=broad-except  (libtpu refuses a program that cannot fit in HBM)
     needed = out_of_memory(e)
     if needed is None:
@@ -196,7 +199,7 @@ def report(config, topology):
     print(line, flush=True)
     return {"fits": False, "memory": {"total": total}}
   param_bytes = sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree.leaves(state["params"]))
-  mesh_shape = dict(trainer.mesh.shape)
+  mesh_shape = dict(run.mesh.shape)
   mem, speed = memory(compiled), cost(compiled, chip, param_bytes=param_bytes, mesh_shape=mesh_shape)
   fits = mem["total"] <= chip["hbm"]
   print(f"  train step per device: arguments {gib(mem['argument'])} (donated {gib(mem['alias'])}), temp "
@@ -206,8 +209,8 @@ def report(config, topology):
         f"{speed['hbm_s'] * 1e3:.1f} / ICI {speed['ici_s'] * 1e3:.1f} ms) = "
         f"{config.train.batch_size / max(speed['seconds'], 1e-12):,.0f} img/s", flush=True)
   if FLAGS.eval_step:
-    images = abstract_batch(trainer, trainer.method.example_fn(train=False), config.eval.batch_size)["image"]
-    feats = trainer._apply(trainer.method.features)  # pylint: disable=protected-access  (the loop's own jit)
+    images = abstract_batch(run, run.method.example_fn(train=False), config.eval.batch_size)["image"]
+    feats = features.apply_fn(run.state_def, run.method.features)  # The loop's own jit.
     ev = feats.lower(state, images).compile()
     emem, espeed = memory(ev), cost(ev, chip)
     print(f"  eval/feature step (batch {config.eval.batch_size}): temp {gib(emem['temp'])}, total "

@@ -143,7 +143,7 @@ def _digits(n):
 
 
 def packed_jpeg_npz(path, *, n=400, corrupt=(), labels=None):
-  """The packed-JPEG layout of jepa/data/sources.py (jpeg_bytes, offsets, labels), `corrupt` images garbled."""
+  """The packed-JPEG layout of jepa/data/image_sources.py (jpeg_bytes, offsets, labels), `corrupt` images garbled."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   images, target = _digits(n)
   blobs = []

@@ -44,7 +44,7 @@ sys.path.insert(0, REPO)
 
 from jepa import parallel  # pylint: disable=wrong-import-position
 from jepa import train  # pylint: disable=wrong-import-position
-from jepa.data import pipeline  # pylint: disable=wrong-import-position
+from jepa import train_state  # pylint: disable=wrong-import-position
 
 config_flags.DEFINE_config_file("config", "configs/ijepa_vit.py", "Config to benchmark.", lock_config=False)
 flags.DEFINE_list("methods", [], "Methods to measure (default: the config's). Others use configs/<m>_vit.py.")
@@ -139,18 +139,17 @@ def method_configs():
 
 
 def measure(config, peak, peak_src):
-  """One setting's figures (a dict); the trainer, batches and state are freed on return."""
+  """One setting's figures (a dict); the run, batches and state are freed on return."""
   config.eval.probe = False
-  trainer = train.Trainer(config, tempfile.mkdtemp(), verbose=False)
-  iterator = pipeline.make_train_iterator(
-      trainer.train_source, trainer.method.example_fn(train=True), batch_size=trainer.local_batch,
-      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
-  batches = [parallel.global_batch(next(iterator), trainer.batch_sharding) for _ in range(FLAGS.steps + 1)]
-  state = trainer._init(config.seed)  # pylint: disable=protected-access
+  run = train.setup(config, tempfile.mkdtemp(), verbose=False)
+  iterator = train_state.train_iterator(run.config, run.method, run.train_source)
+  batch_sharding = parallel.batch_sharding(run.mesh)
+  batches = [parallel.global_batch(next(iterator), batch_sharding) for _ in range(FLAGS.steps + 1)]
+  state = run.state_def.init(config.seed)
   load_before = _load()
 
   t0 = time.perf_counter()
-  compiled = trainer.train_step.lower(state, batches[0]).compile()
+  compiled = run.train_step.lower(state, batches[0]).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -162,19 +161,19 @@ def measure(config, peak, peak_src):
   except Exception:  # pylint: disable=broad-except  (not every backend reports it)
     compiled_mb = None
 
-  state, m = trainer.train_step(state, batches[0])
+  state, m = run.train_step(state, batches[0])
   jax.block_until_ready(m)
   times = []
   for b in batches[1:]:
     t = time.perf_counter()
-    state, m = trainer.train_step(state, b)
+    state, m = run.train_step(state, b)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   step_s, best_s = float(np.median(times)), float(np.min(times))
 
   t = time.perf_counter()
   for _ in range(FLAGS.steps):
-    state, m = trainer.train_step(state, parallel.global_batch(next(iterator), trainer.batch_sharding))
+    state, m = run.train_step(state, parallel.global_batch(next(iterator), batch_sharding))
   jax.block_until_ready(m)
   e2e_s = (time.perf_counter() - t) / FLAGS.steps
   load_after = _load()
@@ -200,7 +199,7 @@ def measure(config, peak, peak_src):
                                                                           if k != "size" and v},
       "image_size": config.data.image_size, "patch_size": config.model.patch_size,
       "num_frames": config.data.get("num_frames", 0),
-      "predictor": (config.model.predictor.to_dict() if "predictor" in trainer.abstract_state["params"]
+      "predictor": (config.model.predictor.to_dict() if "predictor" in run.state_def.abstract["params"]
                     else None),
       "batch": batch, "dtype": config.dtype, "remat": config.model.remat,
       "grad_accum_steps": config.train.get("grad_accum_steps", 1),

@@ -36,9 +36,11 @@ from ml_collections import config_flags
 import numpy as np
 
 from jepa import checkpoint
+from jepa import features as features_lib
+from jepa import parallel
 from jepa import train
+from jepa import train_state
 import baselines as baselines_lib  # experiments/baselines.py
-from jepa.data import pipeline
 from jepa.data import sources
 from jepa.evaluation import knn
 from jepa.evaluation import linear_probe
@@ -83,13 +85,13 @@ def score(train_xy, eval_xy, num_classes):
           "probe_seconds": round(time.perf_counter() - t0, 1), "probe": PROBE}
 
 
-def scored_baselines(trainer, eval_source, num_classes, seed, *, raw=None):
+def scored_baselines(run, eval_source, num_classes, seed, *, raw=None):
   """{'raw_pixels': ..., 'random_init': ...} scored with `score` (`raw`: an already scored raw-pixel row)."""
   if raw is None:
-    raw = score(baselines_lib.raw_pixels(trainer.method, trainer.train_source, 0),
-                baselines_lib.raw_pixels(trainer.method, eval_source, 0), num_classes)
-  random_state = trainer._init(seed + 1)  # pylint: disable=protected-access
-  return {"raw_pixels": raw, "random_init": score(*features(trainer, random_state, eval_source), num_classes)}
+    raw = score(baselines_lib.raw_pixels(run.method, run.train_source, 0),
+                baselines_lib.raw_pixels(run.method, eval_source, 0), num_classes)
+  random_state = run.state_def.init(seed + 1)
+  return {"raw_pixels": raw, "random_init": score(*features(run, random_state, eval_source), num_classes)}
 
 
 def rescore(config):
@@ -99,9 +101,9 @@ def rescore(config):
     out = json.load(f)
   config.eval.update(probe=False, pictures=False, report=False, every=0)
   config.train.num_steps = out["num_steps"]
-  trainer = train.Trainer(config, FLAGS.workdir)
+  run = train.setup(config, FLAGS.workdir)
   eval_source = sources.get_source(config.data, "eval")
-  num_classes = trainer.train_source.num_classes
+  num_classes = run.train_source.num_classes
   ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
   saved = set(ckpt.all_steps())
   dropped = [p["step"] for p in out["points"] if p["step"] not in saved]
@@ -110,14 +112,14 @@ def rescore(config):
     with open(os.path.join(RESULTS, f"{copied}.json"), encoding="utf-8") as f:
       out["baselines"] = dict(json.load(f)["baselines"], copied_from=copied)
   else:
-    out["baselines"] = scored_baselines(trainer, eval_source, num_classes, config.seed)
+    out["baselines"] = scored_baselines(run, eval_source, num_classes, config.seed)
     print("baselines: " + json.dumps(out["baselines"]), flush=True)
   points = []
   for p in out["points"]:
     if p["step"] in saved:
-      state, _ = ckpt.restore_latest(trainer.abstract_state, None, steps=[p["step"]])
-      p = dict(p, probe_train_examples=len(trainer.train_source))
-      p.update(score(*features(trainer, state, eval_source), num_classes))
+      state, _ = ckpt.restore_latest(run.state_def.abstract, None, steps=[p["step"]])
+      p = dict(p, probe_train_examples=len(run.train_source))
+      p.update(score(*features(run, state, eval_source), num_classes))
       points.append(p)
       print("point: " + json.dumps(p), flush=True)
   out["points"] = points
@@ -126,23 +128,25 @@ def rescore(config):
   return out
 
 
-def features(trainer, state, eval_source, *, final=True):
-  n = 0 if final else FLAGS.probe_train_examples
-  return trainer.extract(state, trainer.train_source, n), trainer.extract(state, eval_source, 0)
+def features(run, state, eval_source, *, final=True):
+  """(train, eval) features and labels of the method's probe features."""
+  apply = features_lib.apply_fn(run.state_def, run.method.features)
+  kw = dict(example_fn=run.method.example_fn(train=False), batch_size=run.config.eval.batch_size)
+  train_xy = features_lib.extract(apply, state, run.train_source, run.mesh,
+                                  max_examples=0 if final else FLAGS.probe_train_examples, **kw)
+  return train_xy, features_lib.extract(apply, state, eval_source, run.mesh, **kw)
 
 
 def step_seconds(config, workdir):
   """Median seconds per step of the config's train step (after compilation), on a throw-away state."""
-  trainer = train.Trainer(config, workdir, verbose=False)
-  state = trainer._init(config.seed)  # pylint: disable=protected-access
-  iterator = pipeline.make_train_iterator(
-      trainer.train_source, trainer.method.example_fn(train=True), batch_size=trainer.local_batch,
-      seed=config.seed, num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+  run = train.setup(config, workdir, verbose=False)
+  state = run.state_def.init(config.seed)
+  iterator = train_state.train_iterator(run.config, run.method, run.train_source)
   times = []
   for i in range(FLAGS.calibration_steps + 1):
-    batch = train.parallel.global_batch(next(iterator), trainer.batch_sharding)
+    batch = parallel.global_batch(next(iterator), parallel.batch_sharding(run.mesh))
     t0 = time.perf_counter()
-    state, metrics = trainer.train_step(state, batch)
+    state, metrics = run.train_step(state, batch)
     metrics["loss"].block_until_ready()
     if i:  # Step 0 compiles.
       times.append(time.perf_counter() - t0)
@@ -160,10 +164,10 @@ def run(config):
     config.train.num_steps = FLAGS.steps
   num_steps = config.train.num_steps
   config.train.checkpoint_every = 0  # Only the points (and the end) save.
-  trainer = train.Trainer(config, FLAGS.workdir)
+  run = train.setup(config, FLAGS.workdir)
   eval_source = sources.get_source(config.data, "eval")
-  num_classes = trainer.train_source.num_classes
-  train_size = len(trainer.train_source)
+  num_classes = run.train_source.num_classes
+  train_size = len(run.train_source)
   out = {"name": FLAGS.name, "command": " ".join(["python"] + sys.argv), "dataset": dataset_name(config),
          "method": config.method, "num_steps": num_steps, "global_batch": config.train.batch_size,
          "train_examples": train_size, "eval_examples": len(eval_source),
@@ -180,7 +184,7 @@ def run(config):
     if FLAGS.raw_pixels_from:
       with open(os.path.join(RESULTS, f"{FLAGS.raw_pixels_from}.json"), encoding="utf-8") as f:
         raw = dict(json.load(f)["baselines"]["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
-    baselines = scored_baselines(trainer, eval_source, num_classes, config.seed, raw=raw)
+    baselines = scored_baselines(run, eval_source, num_classes, config.seed, raw=raw)
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
 
@@ -189,7 +193,7 @@ def run(config):
     stop = round(k * num_steps / FLAGS.points)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    result = trainer.run(stop_at=stop if stop < num_steps else None)
+    state, result = train.fit(run, stop_at=stop if stop < num_steps else None)
     train_seconds += time.perf_counter() - t0
     step = result["step"]
     point = {"step": step, "epochs": round(step * config.train.batch_size / train_size, 2),
@@ -199,7 +203,7 @@ def run(config):
     final = k == FLAGS.points
     point["probe_train_examples"] = train_size if final or not FLAGS.probe_train_examples else min(
         train_size, FLAGS.probe_train_examples)
-    point.update(score(*features(trainer, trainer.state, eval_source, final=final), num_classes))
+    point.update(score(*features(run, state, eval_source, final=final), num_classes))
     out["points"].append(point)
     print("point: " + json.dumps(point), flush=True)
     _write(out)

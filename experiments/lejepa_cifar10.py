@@ -68,9 +68,9 @@ def main():
   c.eval.probe = False  # Probed below, so that training and probing are timed apart.
   workdir = args.workdir
   timing_path = os.path.join(workdir, "train_timing.json")
-  trainer = train.Trainer(c, workdir)
+  run_def = train.setup(c, workdir)
   t0, c0 = time.perf_counter(), time.process_time()
-  run = trainer.run()
+  state, run = train.fit(run_def)
   if os.path.exists(timing_path):  # Resumed after the training had finished: keep the first measurement.
     with open(timing_path, encoding="utf-8") as f:
       timing = json.load(f)
@@ -83,13 +83,13 @@ def main():
   print(f"training: {train_wall:.0f} s wall, {train_cpu:.0f} s CPU; probing", flush=True)
 
   t0 = time.perf_counter()
-  probe = trainer.evaluate(trainer.state, random_baseline=True)
-  probe = dict(probe.get("linear", probe))  # Trainer.evaluate: {probe kind: {'trained': .., 'random_init': ..}}
+  probe = train.evaluate(run_def, state, random_baseline=True)
+  probe = dict(probe.get("linear", probe))  # {probe kind: {'trained': .., 'random_init': ..}}
   print(f"probes of the network: {probe}; raw pixels next", flush=True)
   eval_source = sources.get_source(c.data, "eval")
-  xt, yt = baselines.raw_pixels(trainer.method, trainer.train_source, c.eval.max_train_examples)
-  xe, ye = baselines.raw_pixels(trainer.method, eval_source, c.eval.max_eval_examples)
-  probe["raw_pixels"] = linear_probe.linear_probe(xt, yt, xe, ye, trainer.train_source.num_classes)["accuracy"]
+  xt, yt = baselines.raw_pixels(run_def.method, run_def.train_source, c.eval.max_train_examples)
+  xe, ye = baselines.raw_pixels(run_def.method, eval_source, c.eval.max_eval_examples)
+  probe["raw_pixels"] = linear_probe.linear_probe(xt, yt, xe, ye, run_def.train_source.num_classes)["accuracy"]
   probe_wall = time.perf_counter() - t0
 
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
@@ -99,7 +99,7 @@ def main():
       "command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (timings noisy)",
       "jax": jax.__version__, "steps": run["step"], "batch_size": args.batch, "resnet_width": args.width,
-      "epochs": run["step"] * args.batch / len(trainer.train_source),
+      "epochs": run["step"] * args.batch / len(run_def.train_source),
       "train_wall_s": train_wall, "train_cpu_s": train_cpu, "compile_s": timing["compile_s"],
       "probe_wall_s": probe_wall, "probe_train_examples": len(yt), "probe_eval_examples": len(ye),
       "final_metrics": final, "linear_probe": probe,

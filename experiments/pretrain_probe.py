@@ -32,14 +32,14 @@ def main(argv):
   del argv
   config = FLAGS.config
   t0 = time.time()
-  trainer = train.Trainer(config, FLAGS.workdir)
-  results = trainer.run()
+  run = train.setup(config, FLAGS.workdir)
+  _, results = train.fit(run)
   train_minutes = (time.time() - t0) / 60
   cfg = config.eval
-  xt, yt = baselines.raw_pixels(trainer.method, trainer.train_source, cfg.max_train_examples)
-  xe, ye = baselines.raw_pixels(trainer.method, sources.get_source(config.data, "eval"),
+  xt, yt = baselines.raw_pixels(run.method, run.train_source, cfg.max_train_examples)
+  xe, ye = baselines.raw_pixels(run.method, sources.get_source(config.data, "eval"),
                                   cfg.max_eval_examples)
-  raw = linear_probe.linear_probe(xt, yt, xe, ye, trainer.train_source.num_classes)["accuracy"]
+  raw = linear_probe.linear_probe(xt, yt, xe, ye, run.train_source.num_classes)["accuracy"]
   out = {
       "name": FLAGS.name, "command": " ".join(["python"] + sys.argv),
       "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",

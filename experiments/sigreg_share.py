@@ -3,7 +3,7 @@ r"""Share of a LeJEPA training step's time spent in SIGReg.
   python experiments/sigreg_share.py                       # both setups below, writes experiments/results/
   python experiments/sigreg_share.py --setups=digits --repeats=3
 
-For each setup, two jitted train steps are built by the real loop (`jepa.train.Trainer`) from the same config:
+For each setup, two jitted train steps are built by the real loop (`jepa.train.setup`) from the same config:
   with     the LeJEPA step as trained: L = (1 - lam) inv + lam SIGReg (forward and backward of both terms);
   without  the same step with the SIGReg term removed: L = (1 - lam) inv (same model, views, optimiser).
 Both are compiled first, then timed side by side in one process, alternating with / without, `repeats` rounds of
@@ -29,7 +29,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -37,7 +36,7 @@ sys.path.insert(0, REPO)
 from jepa import losses  # noqa: E402
 from jepa import parallel  # noqa: E402
 from jepa import train  # noqa: E402
-from jepa.data import pipeline  # noqa: E402
+from jepa import train_state  # noqa: E402
 from tests.helpers import load_config  # noqa: E402
 
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -69,10 +68,10 @@ def without_sigreg(method):
   method.loss = loss
 
 
-def time_steps(trainer, state, batch, steps):
+def time_steps(run, state, batch, steps):
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, _ = trainer.train_step(state, batch)
+    state, _ = run.train_step(state, batch)
   jax.block_until_ready(state)
   return state, (time.perf_counter() - t0) / steps
 
@@ -80,14 +79,13 @@ def time_steps(trainer, state, batch, steps):
 def measure(name, repeats, steps, workdir):
   c = setup_config(name)
   c.eval.probe = False
-  trainers = {"with": train.Trainer(c, os.path.join(workdir, name, "with"), verbose=False),
-              "without": train.Trainer(c, os.path.join(workdir, name, "without"), verbose=False)}
+  trainers = {"with": train.setup(c, os.path.join(workdir, name, "with"), verbose=False),
+              "without": train.setup(c, os.path.join(workdir, name, "without"), verbose=False)}
   without_sigreg(trainers["without"].method)
   t = trainers["with"]
-  it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True), batch_size=t.local_batch,
-                                    seed=c.seed, num_threads=c.data.num_threads)
-  batch = parallel.global_batch(next(it), t.batch_sharding)  # One fixed batch: time the step, not the data.
-  states = {k: tr._init(c.seed) for k, tr in trainers.items()}  # pylint: disable=protected-access
+  it = train_state.train_iterator(t.config, t.method, t.train_source)
+  batch = parallel.global_batch(next(it), parallel.batch_sharding(t.mesh))  # One fixed batch: time the step.
+  states = {k: tr.state_def.init(c.seed) for k, tr in trainers.items()}
   for k, tr in trainers.items():  # Compile and warm up.
     states[k], _ = time_steps(tr, states[k], batch, 2)
   times = {k: [] for k in trainers}

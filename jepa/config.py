@@ -155,6 +155,7 @@ def base_config():
       cifar_stem=True,            # ResNet: 3x3 stride-1 stem, no max-pool (small images)
       num_global=2, num_local=6,  # views per image; global ones at data.image_size, local at local_size
       global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), local_size=16,
+      global_size=0,              # training size of the global views (0 = data.image_size; ResNet only)
       flip=0.5, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur=0.5,
       blur_sigma=(0.1, 2.0), solarize=0.2,
       lam=0.05, form="convex",    # convex: (1-lam)*inv + lam*SIGReg (paper) | additive: inv + lam*SIGReg

@@ -610,41 +610,27 @@ def write_workdir(config, workdir, converted, *, source=""):
   """Saves `converted` as step 0 of a run of `config` in `workdir` (Orbax state, data, meta; config.json)."""
   # pylint: disable=import-outside-toplevel  (JAX and the training stack load only when writing)
   import jax
-  import jax.numpy as jnp
   from jepa import checkpoint as checkpoint_lib
-  from jepa import train
-  from jepa.data import pipeline
+  from jepa import config as config_lib
+  from jepa import train_state
+  from jepa.data import sources
 
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if os.path.isdir(directory) and os.listdir(directory):
     raise ConfigError(f"--workdir={workdir} already holds checkpoints; convert into a new --workdir")
-  trainer = train.Trainer(config, workdir, verbose=False)
-  abstract = trainer.abstract_state
-  shardings = trainer.state_shardings
+  config = config_lib.with_defaults(config)
+  state_def = train_state.define(config)
+  abstract = state_def.abstract
   params = {"encoder": converted.encoder, "predictor": converted.predictor}
   _check_tree(abstract["params"], params, "params")
   _check_tree(abstract["ema"], converted.target_encoder, "ema")
-  params = jax.device_put(params, shardings["params"])
-  ema = jax.device_put(converted.target_encoder, shardings["ema"])
-  # Other model variables (none in these ViTs) and a fresh optimizer state; jit drops the unused init work.
-  # pylint: disable-next=protected-access
-  init_model_state = lambda: trainer._init_state(config.seed)["model_state"]
-  model_state = jax.jit(init_model_state, out_shardings=shardings["model_state"])()
-  opt_state = jax.jit(trainer.tx.init, out_shardings=shardings["opt_state"])(params)
-  scalar = lambda value, name: jax.device_put(jnp.asarray(value, jnp.int32), shardings[name])
-  state = {"step": scalar(0, "step"), "params": params, "model_state": model_state, "ema": ema,
-           "opt_state": opt_state, "skipped": scalar(0, "skipped"),
-           "first_bad_step": scalar(-1, "first_bad_step")}
+  state = train_state.from_weights(state_def, params, converted.target_encoder, config.seed)
   _check_tree(abstract, state, "state")
 
   # The data position of a run that has not started, so that jepa.main resumes from here like from any run.
-  iterator = pipeline.make_train_iterator(
-      trainer.train_source, trainer.method.example_fn(train=True), batch_size=trainer.local_batch,
-      seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      skip_corrupt=config.data.skip_corrupt)
-  meta = {"step": 0, "method": config.method, "config": config.to_json_best_effort(),
-          "converted_from": {"checkpoint": source, **dataclasses.asdict(converted.spec)}}
+  iterator = train_state.train_iterator(config, state_def.method, sources.get_source(config.data, "train"))
+  meta = train_state.meta(config, 0,
+                          converted_from={"checkpoint": source, **dataclasses.asdict(converted.spec)})
   ckpt = checkpoint_lib.Checkpointer(directory, max_to_keep=config.train.keep_checkpoints)
   try:
     ckpt.save(0, state, iterator, meta)

@@ -7,7 +7,7 @@ r"""Probe any checkpoint, trained here or converted (jepa.convert), on any confi
 
 The run's config comes from WORKDIR/config.json (written by jepa.main and jepa.convert) with any
 `--config.*` overrides on top, or from --config=FILE. The model is rebuilt from it, the latest checkpoint's
-state restored (falling back to an older one if the newest is unreadable) and `jepa.train.Trainer.evaluate`
+state restored (falling back to an older one if the newest is unreadable) and jepa/evaluation/suite.py
 runs the evaluators of eval.evaluators (the method's probes, kNN, few-shot probes, RankMe, LiDAR: see
 jepa/evaluation/evaluators.py) on the frozen features; --probe runs only the probe it names, --evaluators
 replaces the list. --pictures also draws the run's pictures (curves, masks, patch PCA; jepa/pictures.py)
@@ -41,26 +41,31 @@ MISMATCH_FIX = ("do not override model keys of a trained run (evaluate uses the 
                 "--config.model.* overrides)")
 
 
-def restore(config, workdir, *, verbose=False):
-  """(trainer, state, meta): a `jepa.train.Trainer` for `config` and the latest checkpoint in `workdir`."""
+def restore(config, workdir):
+  """(state_def, state, meta): the train state's definition for `config` (jepa/train_state.py) and the
+  latest readable checkpoint in `workdir`."""
   # pylint: disable=import-outside-toplevel  (keeps --help fast)
   from jepa import checkpoint as checkpoint_lib
-  from jepa import train
+  from jepa import config as config_lib
+  from jepa import parallel
+  from jepa import train_state
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise CheckpointError(f"--workdir={workdir} has no checkpoints/ folder; train (jepa.main) or convert "
                           "(jepa.convert) into it first")
-  trainer = train.Trainer(config, workdir, verbose=verbose)
+  config = config_lib.with_defaults(config)
+  parallel.maybe_initialize_distributed(config.distributed)
+  state_def = train_state.define(config)
   ckpt = checkpoint_lib.Checkpointer(directory)
   try:
-    restored = ckpt.restore_latest(trainer.abstract_state, None, mismatch_fix=MISMATCH_FIX)
+    restored = ckpt.restore_latest(state_def.abstract, None, mismatch_fix=MISMATCH_FIX)
   finally:
     ckpt.close()
   if restored is None:
     raise CheckpointError(f"--workdir={workdir} holds no checkpoint; train (jepa.main) or convert "
                           "(jepa.convert) into it first")
   state, meta = restored
-  return trainer, state, meta
+  return state_def, state, meta
 
 
 def _tokens_of_target(model, target, images):
@@ -69,8 +74,7 @@ def _tokens_of_target(model, target, images):
   return target(images)
 
 
-def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False, evaluators=None,
-             pictures=False):
+def evaluate(config, workdir, *, probe="", random_baseline=False, evaluators=None, pictures=False):
   """Evaluates the latest checkpoint in `workdir`; returns {'step': int, 'probes': {result: {name: value}}}.
 
   Args:
@@ -78,7 +82,6 @@ def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False,
     workdir: the run's directory (checkpoints/ inside).
     probe: '' (the method's probes), 'linear' or 'attentive'.
     random_baseline: also probe a randomly initialised model, side by side.
-    verbose: print the Trainer's messages.
     evaluators: a comma-separated list for eval.evaluators; None keeps the config's, or only the probe when
       `probe` is given.
     pictures: also write the pictures into WORKDIR/pictures (then under 'pictures' in the result).
@@ -87,24 +90,31 @@ def evaluate(config, workdir, *, probe="", random_baseline=False, verbose=False,
     raise ConfigError(f"--probe={probe!r} is unknown; use one of {list(PROBES)}")
   # pylint: disable=import-outside-toplevel
   from jepa import config as config_lib
+  from jepa.data import sources
+  from jepa.evaluation import evaluators as evaluators_lib
+  from jepa.evaluation import suite
   config = config_lib.with_defaults(config)
   if evaluators is None and probe:
     evaluators = "probes"
   if evaluators is not None:
     config.eval.evaluators = evaluators
-  trainer, state, _ = restore(config, workdir, verbose=verbose)
-  method = trainer.method
+  state_def, state, _ = restore(config, workdir)
+  method = state_def.method
+  feature_fn, probes = method.features, method.probes
   if probe:
     if probe == "attentive" and "attentive" not in method.probes and method.ema_target:
-      # The method pools its probe features; the attentive probe needs the tokens. Set before the feature
-      # function is first traced (Trainer._features reads method.features then).
-      method.features = _tokens_of_target
-    method.probes = (probe,)
-  results = trainer.evaluate(state, random_baseline=random_baseline)
+      feature_fn = _tokens_of_target  # The method pools its probe features; the attentive probe needs tokens.
+    probes = (probe,)
+  states = {"trained": state}
+  if random_baseline:
+    states["random_init"] = state_def.init(config.seed + 1)
+  results = suite.evaluate(config, state_def, states, sources.get_source(config.data, "train"),
+                           sources.get_source(config.data, "eval"),
+                           names=evaluators_lib.resolve(config.eval.evaluators, probes), feature_fn=feature_fn)
   out = {"step": int(state["step"]), "probes": results}
   if pictures:
     from jepa import pictures as pictures_lib  # pylint: disable=import-outside-toplevel
-    out["pictures"] = pictures_lib.write_pictures(trainer, state)
+    out["pictures"] = pictures_lib.write_pictures(config, state_def, workdir, state)
   return out
 
 
@@ -166,7 +176,7 @@ def main(argv):
     if config is None:
       config = run_config.load(f.workdir)
     check_model_keys(config, f.workdir)
-    out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline, verbose=True,
+    out = evaluate(config, f.workdir, probe=f.probe, random_baseline=f.random_baseline,
                    evaluators=f.evaluators, pictures=f.pictures)
     for kind, values in out["probes"].items():
       line = " | ".join(f"{name} {v:.4f}" for name, v in values.items())

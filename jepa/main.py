@@ -46,7 +46,7 @@ def main(argv):
       print("note: the tiny preset is for tests (a toy model for a few steps); its probes say nothing about "
             "learning: use the default preset or a dataset preset to judge a method", flush=True)
     from jepa import train  # pylint: disable=import-outside-toplevel
-    train.run(config, workdir)
+    train.train_and_evaluate(config, workdir)
 
 
 def entry():

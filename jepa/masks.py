@@ -1,4 +1,4 @@
-"""Mask samplers for masked-prediction methods (I-JEPA multi-block, V-JEPA 3D multi-block, random).
+"""Mask samplers for masked-prediction methods: the shared block geometry and I-JEPA's 2D multi-block masks.
 
 The samplers run in the NumPy data pipeline, once per example, and take all their randomness from the
 `np.random.Generator` that the pipeline derives from (seed, example index). Every output array has a size
@@ -7,6 +7,10 @@ fixed by the config (Kc context slots, Kt target slots), so the jitted training 
 
 Indices are flat raster indices over the patch grid: `row * W + col` for images and
 `(t * H + row) * W + col` for videos, i.e. `np.ravel_multi_index` order.
+
+This module holds what both samplers share (block sizes, the per-patch coverage probabilities behind the K
+rule, fixed-length index lists, config checks), the 2D sampler `MultiBlock2D` and `mask_stats`. V-JEPA's 3D
+sampler `MultiBlock3D`, built on the same helpers, is in `jepa/masks_video.py`.
 
 How this differs from the reference collators (facebookresearch/ijepa and jepa), and why, is in
 `docs/masks.md`. In short: blocks can reach the last row and column (Q1) and the whole grid (Q2), scale and
@@ -20,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,7 @@ _QUADRATURE_POINTS = 32
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _round_half_up(x):
+def round_half_up(x):
   """Rounds halves up (np.round rounds halves to even, which makes block sizes jump non-monotonically)."""
   return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
 
@@ -60,8 +64,8 @@ def block_hw(grid_h: int, grid_w: int, scale, aspect):
   """
   keep = (grid_h * grid_w) * np.asarray(scale, dtype=np.float64)
   aspect = np.asarray(aspect, dtype=np.float64)
-  h = _round_half_up(np.sqrt(keep * aspect))
-  w = _round_half_up(np.sqrt(keep / aspect))
+  h = round_half_up(np.sqrt(keep * aspect))
+  w = round_half_up(np.sqrt(keep / aspect))
   return np.minimum(h, grid_h), np.minimum(w, grid_w)
 
 
@@ -95,14 +99,14 @@ def block_area_range(grid_h: int, grid_w: int, scale: tuple[float, float],
   return int(areas[0].min()), int(areas[1].max())
 
 
-def _midpoints(lo: float, hi: float, n: int = _QUADRATURE_POINTS) -> np.ndarray:
+def midpoints(lo: float, hi: float, n: int = _QUADRATURE_POINTS) -> np.ndarray:
   """Midpoint-rule nodes of a uniform distribution on [lo, hi] (one node when the range is a point)."""
   if lo == hi:
     return np.array([lo], dtype=np.float64)
   return lo + (np.arange(n) + 0.5) / n * (hi - lo)
 
 
-def _axis_coverage(n: int, k: int) -> np.ndarray:
+def axis_coverage(n: int, k: int) -> np.ndarray:
   """P(cell i lies in a segment of length k whose start is uniform on {0, ..., n - k}), for every i."""
   if k <= 0:
     return np.zeros(n)
@@ -112,17 +116,14 @@ def _axis_coverage(n: int, k: int) -> np.ndarray:
   return np.maximum(0, last - first + 1) / (n - k + 1)
 
 
-def _size_weights(sizes: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
+def size_weights(sizes: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
   """Groups equal rows of `sizes` ([n, d] ints) into (size, probability) pairs."""
   uniq, counts = np.unique(sizes, axis=0, return_counts=True)
   return [(tuple(int(v) for v in u), c / len(sizes)) for u, c in zip(uniq, counts)]
 
 
-TRUNCATIONS = ("random", "raster")
-
-
-def _fix_length(rng: np.random.Generator, idx: np.ndarray, k: int,
-                truncation: str = "random") -> tuple[np.ndarray, np.ndarray]:
+def fix_length(rng: np.random.Generator, idx: np.ndarray, k: int,
+               truncation: str = "random") -> tuple[np.ndarray, np.ndarray]:
   """Brings a sorted index list to exactly k entries.
 
   Longer lists are subsampled uniformly at random (then sorted again), so no region of the grid is
@@ -147,18 +148,18 @@ def _fix_length(rng: np.random.Generator, idx: np.ndarray, k: int,
   return out, valid
 
 
-def _box_mask(shape: tuple[int, ...], starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:
+def box_mask(shape: tuple[int, ...], starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:
   """Boolean array of `shape` that is True inside the box [starts, starts + sizes)."""
   mask = np.zeros(shape, dtype=bool)
   mask[tuple(slice(s, s + n) for s, n in zip(starts, sizes))] = True
   return mask
 
 
-def _key(prefix: str, name: str) -> str:
+def config_key(prefix: str, name: str) -> str:
   return f"{prefix}.{name}" if prefix else name
 
 
-def _as_pair(value, key: str) -> tuple[float, float]:
+def as_pair(value, key: str) -> tuple[float, float]:
   """Coerces a config value (tuple, list, scalar) to a float pair; a scalar means a point range."""
   try:
     if isinstance(value, (int, float, np.number)):
@@ -169,7 +170,7 @@ def _as_pair(value, key: str) -> tuple[float, float]:
   return (lo, hi)
 
 
-def _check_range(value: tuple[float, float], key: str, upper: float | None, what: str) -> None:
+def check_range(value: tuple[float, float], key: str, upper: float | None, what: str) -> None:
   """Raises ConfigError unless 0 < low <= high (<= upper)."""
   lo, hi = value
   finite = math.isfinite(lo) and math.isfinite(hi)
@@ -179,7 +180,7 @@ def _check_range(value: tuple[float, float], key: str, upper: float | None, what
                       f"0 < low <= high{bound}")
 
 
-def _check_grid(grid, ndim: int, key: str) -> tuple[int, ...]:
+def check_grid(grid, ndim: int, key: str) -> tuple[int, ...]:
   try:
     out = tuple(int(g) for g in grid)
   except (TypeError, ValueError):
@@ -191,12 +192,12 @@ def _check_grid(grid, ndim: int, key: str) -> tuple[int, ...]:
   return out
 
 
-def _check_int(value, key: str, low: int, fix: str) -> None:
+def check_int(value, key: str, low: int, fix: str) -> None:
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
     raise ConfigError(f"{key}={value!r} must be an integer >= {low}: {fix}")
 
 
-def _min_scale_for_one_patch(n_patches: int, aspect: tuple[float, float]) -> float:
+def min_scale_for_one_patch(n_patches: int, aspect: tuple[float, float]) -> float:
   """Smallest scale for which every aspect in range rounds both sides up to at least one patch."""
   # Both sqrt(N s a) and sqrt(N s / a) must reach 1/2 for every allowed aspect.
   return 0.25 * max(1.0 / aspect[0], aspect[1]) / n_patches
@@ -252,18 +253,18 @@ class MultiBlock2D:
   max_tries: int = 20
   context_keep: int | None = None
   target_keep: int | None = None
-  truncation: str = "random"  # how lists longer than their slots are cut: see _fix_length
+  truncation: str = "random"  # how lists longer than their slots are cut: see fix_length
   prefix: str = "masks"
 
   def __post_init__(self):
     # Configs may hand over lists; store tuples so the object stays hashable and comparable.
-    object.__setattr__(self, "grid", _check_grid(self.grid, 2, self._k("grid")))
+    object.__setattr__(self, "grid", check_grid(self.grid, 2, self._k("grid")))
     for name in ("target_scale", "target_aspect", "context_scale", "context_aspect"):
-      object.__setattr__(self, name, _as_pair(getattr(self, name), self._k(name)))
+      object.__setattr__(self, name, as_pair(getattr(self, name), self._k(name)))
     self.validate()
 
   def _k(self, name: str) -> str:
-    return _key(self.prefix, name)
+    return config_key(self.prefix, name)
 
   @property
   def num_patches(self) -> int:
@@ -285,11 +286,11 @@ class MultiBlock2D:
     gh, gw = self.grid
 
     def coverage(scale, aspect):
-      s, a = np.meshgrid(_midpoints(*scale), _midpoints(*aspect), indexing="ij")
+      s, a = np.meshgrid(midpoints(*scale), midpoints(*aspect), indexing="ij")
       h, w = block_hw(gh, gw, s.ravel(), a.ravel())
       cov = np.zeros(self.grid)
-      for (bh, bw), p in _size_weights(np.stack([h, w], axis=1)):
-        cov += p * np.outer(_axis_coverage(gh, bh), _axis_coverage(gw, bw))
+      for (bh, bw), p in size_weights(np.stack([h, w], axis=1)):
+        cov += p * np.outer(axis_coverage(gh, bh), axis_coverage(gw, bw))
       return cov
 
     p_context = coverage(self.context_scale, self.context_aspect)
@@ -310,30 +311,30 @@ class MultiBlock2D:
     """Kc: context slots."""
     if self.context_keep is not None:
       return int(self.context_keep)
-    return int(min(self.num_patches, max(self.min_context, _round_half_up(self.expected_context))))
+    return int(min(self.num_patches, max(self.min_context, round_half_up(self.expected_context))))
 
   def validate(self) -> None:
     """Raises ConfigError (one line naming the key and the fix) when the masks cannot fit the grid."""
     k = self._k
     gh, gw = self.grid
     n = self.num_patches
-    _check_int(self.num_targets, k("num_targets"), 1, "set the number of target blocks (I-JEPA uses 4)")
-    _check_int(self.min_context, k("min_context"), 1,
-               "the encoder needs at least one visible patch (I-JEPA uses 10)")
-    _check_int(self.max_tries, k("max_tries"), 1, "set how many draws to try before the fallback (e.g. 20)")
-    _check_range(self.target_scale, k("target_scale"), 1.0, "scale")
-    _check_range(self.context_scale, k("context_scale"), 1.0, "scale")
-    _check_range(self.target_aspect, k("target_aspect"), None, "aspect")
-    _check_range(self.context_aspect, k("context_aspect"), None, "aspect")
+    check_int(self.num_targets, k("num_targets"), 1, "set the number of target blocks (I-JEPA uses 4)")
+    check_int(self.min_context, k("min_context"), 1,
+              "the encoder needs at least one visible patch (I-JEPA uses 10)")
+    check_int(self.max_tries, k("max_tries"), 1, "set how many draws to try before the fallback (e.g. 20)")
+    check_range(self.target_scale, k("target_scale"), 1.0, "scale")
+    check_range(self.context_scale, k("context_scale"), 1.0, "scale")
+    check_range(self.target_aspect, k("target_aspect"), None, "aspect")
+    check_range(self.context_aspect, k("context_aspect"), None, "aspect")
 
     t_min, t_max = self.target_area_range
     if t_min < 1:
-      need = _min_scale_for_one_patch(n, self.target_aspect)
+      need = min_scale_for_one_patch(n, self.target_aspect)
       raise ConfigError(f"{k('target_scale')}={self.target_scale} gives empty target blocks on the {gh}x{gw} "
                         f"grid: raise its lower bound to at least {need:.3g} or use a finer patch grid")
     c_min, _ = self.context_area_range
     if c_min < 1:
-      need = _min_scale_for_one_patch(n, self.context_aspect)
+      need = min_scale_for_one_patch(n, self.context_aspect)
       raise ConfigError(f"{k('context_scale')}={self.context_scale} gives an empty context block on the "
                         f"{gh}x{gw} grid: raise its lower bound to at least {need:.3g}")
     if self.allow_overlap:
@@ -352,10 +353,10 @@ class MultiBlock2D:
       raise ConfigError(f"{k('target_scale')}={self.target_scale} lets one target block cover the whole "
                         f"{gh}x{gw} grid, leaving no context: lower its upper bound")
     if self.target_keep is not None:
-      _check_int(self.target_keep, k("target_keep"), 1, "set target slots per block or leave it None")
+      check_int(self.target_keep, k("target_keep"), 1, "set target slots per block or leave it None")
     if self.context_keep is not None:
-      _check_int(self.context_keep, k("context_keep"), self.min_context,
-                 f"context slots must hold min_context={self.min_context} patches; or leave it None")
+      check_int(self.context_keep, k("context_keep"), self.min_context,
+                f"context slots must hold min_context={self.min_context} patches; or leave it None")
       if self.context_keep > n:
         raise ConfigError(f"{k('context_keep')}={self.context_keep} exceeds the {n} patches of the grid: "
                           "lower it or leave it None")
@@ -400,8 +401,8 @@ class MultiBlock2D:
       boxes = [tuple(int(v) for v in b) for b in boxes]
       union = np.zeros(self.grid, dtype=bool)
       for b in boxes:
-        union |= _box_mask(self.grid, b[:2], b[2:])
-      context = _box_mask(self.grid, context_box[:2], context_box[2:])
+        union |= box_mask(self.grid, b[:2], b[2:])
+      context = box_mask(self.grid, context_box[:2], context_box[2:])
       if not self.allow_overlap:
         context &= ~union
       if context.sum() >= self.min_context:
@@ -410,9 +411,9 @@ class MultiBlock2D:
     else:
       fallback = True
       kept = [boxes[0]]
-      union = _box_mask(self.grid, boxes[0][:2], boxes[0][2:])
+      union = box_mask(self.grid, boxes[0][:2], boxes[0][2:])
       for b in boxes[1:]:
-        grown = union | _box_mask(self.grid, b[:2], b[2:])
+        grown = union | box_mask(self.grid, b[:2], b[2:])
         if self.allow_overlap or self.num_patches - grown.sum() >= self.min_context:
           kept.append(b)
           union = grown
@@ -420,322 +421,18 @@ class MultiBlock2D:
       context_box = np.array((0, 0) + self.grid)
       context = np.ones(self.grid, dtype=bool) if self.allow_overlap else ~union
 
-    context_idx, context_valid = _fix_length(rng, np.flatnonzero(context), self.num_context, self.truncation)
+    context_idx, context_valid = fix_length(rng, np.flatnonzero(context), self.num_context, self.truncation)
     target_idx = np.empty((m, self.num_target), dtype=np.int32)
     target_valid = np.empty((m, self.num_target), dtype=bool)
     for i, b in enumerate(boxes):
-      block = np.flatnonzero(_box_mask(self.grid, b[:2], b[2:]))
-      target_idx[i], target_valid[i] = _fix_length(rng, block, self.num_target, self.truncation)
+      block = np.flatnonzero(box_mask(self.grid, b[:2], b[2:]))
+      target_idx[i], target_valid[i] = fix_length(rng, block, self.num_target, self.truncation)
     out = dict(context_idx=context_idx, context_valid=context_valid, target_idx=target_idx,
                target_valid=target_valid)
     if debug:
       out.update(target_boxes=np.array(boxes, dtype=np.int32), context_box=np.array(context_box, np.int32),
                  target_scale=scales, target_aspect=aspects, fallback=fallback)
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# V-JEPA: 3D multi-block (tubes).
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockGroup:
-  """One V-JEPA mask generator: the target is the union of `num_blocks` equal-sized 3D blocks.
-
-  Attributes:
-    num_blocks: blocks per example.
-    spatial_scale: range of the fraction of the H x W plane covered by a block.
-    temporal_scale: range of the fraction of the T' frames covered by a block (1.0: all frames).
-    aspect: range of a block's height / width.
-  """
-  num_blocks: int
-  spatial_scale: tuple[float, float]
-  temporal_scale: tuple[float, float] = (1.0, 1.0)
-  aspect: tuple[float, float] = (0.75, 1.5)
-
-
-# V-JEPA's two generators (configs/pretrain/*.yaml): "short-range" and "long-range".
-SHORT_RANGE = BlockGroup(num_blocks=8, spatial_scale=(0.15, 0.15))
-LONG_RANGE = BlockGroup(num_blocks=2, spatial_scale=(0.7, 0.7))
-
-
-@dataclasses.dataclass(frozen=True)
-class MultiBlock3D:
-  """V-JEPA 3D multi-block masks on a (T', H, W) tubelet grid, one mask per group, with fixed sizes.
-
-  Per example and group: one block size (t, h, w) is drawn (scale, aspect and temporal scale independent,
-  as in the reference, but per example: quirk Q7); `num_blocks` positions are drawn uniformly (inclusive
-  bounds); the target is the union of the blocks and the context its complement. A draw whose context has
-  fewer than `min_context` patches is redrawn, at most `max_tries` times; the fallback keeps the last draw's
-  blocks in order while the context keeps >= min_context patches (the first block always does).
-
-  Output sizes, common to all groups so the arrays stack (see docs/masks.md): for each group the expected
-  context size E[#complement] and target size E[#union], computed exactly from per-patch coverage
-  probabilities with a midpoint rule over the size ranges; Kc = max over groups of max(min_context,
-  round(E[#complement])), Kt = max over groups of max(1, round(E[#union])). Longer lists are randomly
-  subsampled, shorter ones padded with invalid slots.
-
-  Attributes:
-    grid: (T', H, W) tubelets.
-    groups: the mask generators (BlockGroup, or mappings with its fields).
-    min_context: least number of valid context patches per group.
-    max_tries: draws per group before the fallback.
-    context_keep: overrides Kc when set.
-    target_keep: overrides Kt when set.
-    prefix: config path of this object, used to name keys in error messages.
-  """
-  grid: tuple[int, int, int]
-  groups: tuple[BlockGroup, ...] = (SHORT_RANGE, LONG_RANGE)
-  min_context: int = 1
-  max_tries: int = 20
-  context_keep: int | None = None
-  target_keep: int | None = None
-  prefix: str = "masks"
-
-  def __post_init__(self):
-    object.__setattr__(self, "grid", _check_grid(self.grid, 3, _key(self.prefix, "grid")))
-    if isinstance(self.groups, (BlockGroup, Mapping)) or not isinstance(self.groups, Sequence):
-      raise ConfigError(f"{_key(self.prefix, 'groups')}={self.groups!r} must be a sequence of BlockGroup "
-                        "(num_blocks, spatial_scale, temporal_scale, aspect)")
-    groups = []
-    for i, g in enumerate(self.groups):
-      key = self._gk(i, "")[:-1]
-      if isinstance(g, Mapping):
-        try:
-          g = BlockGroup(**g)
-        except TypeError as e:
-          raise ConfigError(f"{key}={dict(g)!r} has bad fields ({e}): use num_blocks, spatial_scale, "
-                            "temporal_scale, aspect") from None
-      elif not isinstance(g, BlockGroup):
-        raise ConfigError(f"{key}={g!r} must be a BlockGroup or a mapping with its fields")
-      groups.append(dataclasses.replace(
-          g, spatial_scale=_as_pair(g.spatial_scale, self._gk(i, "spatial_scale")),
-          temporal_scale=_as_pair(g.temporal_scale, self._gk(i, "temporal_scale")),
-          aspect=_as_pair(g.aspect, self._gk(i, "aspect"))))
-    object.__setattr__(self, "groups", tuple(groups))
-    self.validate()
-
-  def _gk(self, i: int, name: str) -> str:
-    return _key(self.prefix, f"groups[{i}].{name}")
-
-  @property
-  def num_patches(self) -> int:
-    return self.grid[0] * self.grid[1] * self.grid[2]
-
-  @property
-  def num_groups(self) -> int:
-    return len(self.groups)
-
-  def _temporal_len(self, ts):
-    """t = max(1, floor(T' * temporal_scale)), as in the reference; vectorised."""
-    t = np.floor(self.grid[0] * np.asarray(ts, dtype=np.float64)).astype(np.int64)
-    return np.clip(t, 1, self.grid[0])
-
-  def block_volume_range(self, group: BlockGroup) -> tuple[int, int]:
-    """(smallest, largest) number of patches in one block of `group`."""
-    a_min, a_max = block_area_range(*self.grid[1:], group.spatial_scale, group.aspect)
-    t_min, t_max = self._temporal_len(group.temporal_scale)
-    return int(t_min * a_min), int(t_max * a_max)
-
-  @functools.cached_property
-  def expected_sizes(self) -> tuple[tuple[float, float], ...]:
-    """Per group (E[#context], E[#target]) ignoring redraws; blocks of one example share their size."""
-    gt, gh, gw = self.grid
-    out = []
-    for g in self.groups:
-      ts, ss, a = np.meshgrid(_midpoints(*g.temporal_scale), _midpoints(*g.spatial_scale),
-                              _midpoints(*g.aspect), indexing="ij")
-      h, w = block_hw(gh, gw, ss.ravel(), a.ravel())
-      sizes = np.stack([self._temporal_len(ts.ravel()), h, w], axis=1)
-      p_free = np.zeros(self.grid)
-      for (t, bh, bw), p in _size_weights(sizes):
-        cover = (_axis_coverage(gt, t)[:, None, None] * _axis_coverage(gh, bh)[None, :, None]
-                 * _axis_coverage(gw, bw)[None, None, :])
-        p_free += p * (1.0 - cover) ** g.num_blocks
-      free = float(p_free.sum())
-      out.append((free, self.num_patches - free))
-    return tuple(out)
-
-  @functools.cached_property
-  def group_sizes(self) -> tuple[tuple[int, int], ...]:
-    """Per group (Kc_g, Kt_g) from the K rule, before taking the max over groups."""
-    return tuple((int(max(self.min_context, _round_half_up(c))), int(max(1, _round_half_up(t))))
-                 for c, t in self.expected_sizes)
-
-  @functools.cached_property
-  def num_context(self) -> int:
-    """Kc: context slots per group (common to all groups)."""
-    if self.context_keep is not None:
-      return int(self.context_keep)
-    return max(c for c, _ in self.group_sizes)
-
-  @functools.cached_property
-  def num_target(self) -> int:
-    """Kt: target slots per group (common to all groups)."""
-    if self.target_keep is not None:
-      return int(self.target_keep)
-    return max(t for _, t in self.group_sizes)
-
-  def validate(self) -> None:
-    """Raises ConfigError (one line naming the key and the fix) when the masks cannot fit the grid."""
-    k = functools.partial(_key, self.prefix)
-    n = self.num_patches
-    grid_txt = "x".join(str(g) for g in self.grid)
-    if not self.groups:
-      raise ConfigError(f"{k('groups')} is empty: add at least one BlockGroup (V-JEPA uses 8 blocks at 0.15 "
-                        "and 2 at 0.7)")
-    _check_int(self.min_context, k("min_context"), 1, "the encoder needs at least one visible patch")
-    _check_int(self.max_tries, k("max_tries"), 1, "set how many draws to try before the fallback (e.g. 20)")
-    for i, g in enumerate(self.groups):
-      _check_int(g.num_blocks, self._gk(i, "num_blocks"), 1, "set the number of blocks in this group")
-      _check_range(g.spatial_scale, self._gk(i, "spatial_scale"), 1.0, "scale")
-      _check_range(g.temporal_scale, self._gk(i, "temporal_scale"), 1.0, "scale")
-      _check_range(g.aspect, self._gk(i, "aspect"), None, "aspect")
-      v_min, v_max = self.block_volume_range(g)
-      if v_min < 1:
-        need = _min_scale_for_one_patch(self.grid[1] * self.grid[2], g.aspect)
-        raise ConfigError(f"{self._gk(i, 'spatial_scale')}={g.spatial_scale} gives empty blocks on the "
-                          f"{grid_txt} grid: raise its lower bound to at least {need:.3g}")
-      if n - v_max < self.min_context:
-        if n - v_max >= 1:
-          raise ConfigError(f"{k('min_context')}={self.min_context} cannot be met: a block of group {i} can "
-                            f"cover {v_max} of the {n} patches of the {grid_txt} grid; lower "
-                            f"{k('min_context')} to <= {n - v_max} or lower {self._gk(i, 'spatial_scale')}")
-        raise ConfigError(f"{self._gk(i, 'spatial_scale')}={g.spatial_scale} lets one block cover the whole "
-                          f"{grid_txt} grid, leaving no context: lower its upper bound or the temporal_scale")
-    if self.target_keep is not None:
-      _check_int(self.target_keep, k("target_keep"), 1, "set target slots per group or leave it None")
-    if self.context_keep is not None:
-      _check_int(self.context_keep, k("context_keep"), self.min_context,
-                 f"context slots must hold min_context={self.min_context} patches; or leave it None")
-
-  def _draw_group(self, rng: np.random.Generator, g: BlockGroup) -> tuple[np.ndarray, list, bool]:
-    """Returns (target union [T', H, W] bool, boxes as (t0, top, left, t, h, w), fallback used)."""
-    gt, gh, gw = self.grid
-    for _ in range(self.max_tries):
-      ts = rng.uniform(*g.temporal_scale)
-      ss = rng.uniform(*g.spatial_scale)
-      a = rng.uniform(*g.aspect)
-      t = int(self._temporal_len(ts))
-      h, w = (max(1, int(v)) for v in block_hw(gh, gw, ss, a))
-      # Inclusive upper bounds, as in the reference: blocks can reach the last frame, row and column.
-      starts = rng.integers(0, (gt - t + 1, gh - h + 1, gw - w + 1), size=(g.num_blocks, 3))
-      boxes = [tuple(int(v) for v in st) + (t, h, w) for st in starts]
-      union = np.zeros(self.grid, dtype=bool)
-      for b in boxes:
-        union |= _box_mask(self.grid, b[:3], b[3:])
-      if self.num_patches - int(union.sum()) >= self.min_context:
-        return union, boxes, False
-    # Fallback: keep blocks in order while the context keeps min_context patches (the first always does).
-    kept = []
-    union = np.zeros(self.grid, dtype=bool)
-    for b in boxes:
-      grown = union | _box_mask(self.grid, b[:3], b[3:])
-      if not kept or self.num_patches - grown.sum() >= self.min_context:
-        kept.append(b)
-        union = grown
-    return union, kept, True
-
-  def sample(self, rng: np.random.Generator, debug: bool = False) -> dict[str, Any]:
-    """Draws the masks of one example, one per group.
-
-    Args:
-      rng: the example's generator; the only source of randomness.
-      debug: also return the drawn boxes and whether the fallback was used, per group.
-
-    Returns:
-      context_idx [G, Kc] int32, context_valid [G, Kc] bool, target_idx [G, Kt] int32,
-      target_valid [G, Kt] bool; with debug also boxes (a list per group of (t0, top, left, t, h, w)) and
-      fallback [G] bool.
-    """
-    n_groups = self.num_groups
-    context_idx = np.empty((n_groups, self.num_context), dtype=np.int32)
-    context_valid = np.empty((n_groups, self.num_context), dtype=bool)
-    target_idx = np.empty((n_groups, self.num_target), dtype=np.int32)
-    target_valid = np.empty((n_groups, self.num_target), dtype=bool)
-    all_boxes, fallbacks = [], []
-    for i, g in enumerate(self.groups):
-      union, boxes, fallback = self._draw_group(rng, g)
-      context_idx[i], context_valid[i] = _fix_length(rng, np.flatnonzero(~union), self.num_context)
-      target_idx[i], target_valid[i] = _fix_length(rng, np.flatnonzero(union), self.num_target)
-      all_boxes.append(boxes)
-      fallbacks.append(fallback)
-    out = dict(context_idx=context_idx, context_valid=context_valid, target_idx=target_idx,
-               target_valid=target_valid)
-    if debug:
-      out.update(boxes=all_boxes, fallback=np.array(fallbacks))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Random-masking baseline.
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomMask2D:
-  """Random masks (I-JEPA's `random.py` baseline): a random fraction of patches is context, the rest target.
-
-  Per example: ratio r ~ U(context_ratio); a random permutation of the patches is split into
-  n_c = clip(round(r * N), 1, N - 1) context patches and N - n_c targets (one target group, M = 1).
-  Sizes: Kc = the largest possible n_c, Kt = the largest possible N - n_c; shorter lists are padded with
-  invalid slots. Nothing is ever subsampled, so the drawn ratio is exactly what the model sees.
-
-  Attributes:
-    grid: (H, W) number of patch rows and columns.
-    context_ratio: range of the context fraction (the reference draws it per batch, here per example).
-    prefix: config path of this object, used to name keys in error messages.
-  """
-  grid: tuple[int, int]
-  context_ratio: tuple[float, float] = (0.4, 0.6)
-  prefix: str = "masks"
-
-  def __post_init__(self):
-    object.__setattr__(self, "grid", _check_grid(self.grid, 2, _key(self.prefix, "grid")))
-    object.__setattr__(self, "context_ratio",
-                       _as_pair(self.context_ratio, _key(self.prefix, "context_ratio")))
-    self.validate()
-
-  @property
-  def num_patches(self) -> int:
-    return self.grid[0] * self.grid[1]
-
-  @property
-  def num_targets(self) -> int:
-    return 1
-
-  def _num_context(self, ratio):
-    return np.clip(_round_half_up(np.asarray(ratio) * self.num_patches), 1, self.num_patches - 1)
-
-  @property
-  def num_context(self) -> int:
-    """Kc: the context size at the largest ratio."""
-    return int(self._num_context(self.context_ratio[1]))
-
-  @property
-  def num_target(self) -> int:
-    """Kt: the target size at the smallest ratio."""
-    return int(self.num_patches - self._num_context(self.context_ratio[0]))
-
-  def validate(self) -> None:
-    """Raises ConfigError (one line naming the key and the fix) when the masks cannot fit the grid."""
-    key = _key(self.prefix, "context_ratio")
-    if self.num_patches < 2:
-      raise ConfigError(f"{_key(self.prefix, 'grid')}={self.grid} has one patch: random masks need at least "
-                        "two (one context, one target)")
-    lo, hi = self.context_ratio
-    if not (0 < lo <= hi < 1):
-      raise ConfigError(f"{key}={self.context_ratio} is not a valid ratio range: set 0 < low <= high < 1")
-
-  def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Draws the masks of one example; same layout as MultiBlock2D with M = 1."""
-    n_context = int(self._num_context(rng.uniform(*self.context_ratio)))
-    perm = rng.permutation(self.num_patches)
-    context_idx, context_valid = _fix_length(rng, np.sort(perm[:n_context]), self.num_context)
-    target_idx, target_valid = _fix_length(rng, np.sort(perm[n_context:]), self.num_target)
-    return dict(context_idx=context_idx, context_valid=context_valid, target_idx=target_idx[None],
-                target_valid=target_valid[None])
 
 
 def mask_stats(sampler, rng: np.random.Generator | int, n: int = 256) -> dict[str, float]:

@@ -17,10 +17,12 @@ must join); only process 0 draws and writes.
 """
 import os
 
+import jax
 import numpy as np
 
-from jepa.data import sources
+from jepa import features
 from jepa import metrics as metrics_lib
+from jepa.data import sources
 
 FOLDER = "pictures"
 
@@ -30,9 +32,9 @@ def _scale(image_size):
   return max(1, int(round(128 / image_size)))
 
 
-def _examples(trainer):
-  source = sources.get_source(trainer.config.data, "eval")
-  n = min(trainer.config.eval.picture_examples, len(source))
+def _examples(config):
+  source = sources.get_source(config.data, "eval")
+  n = min(config.eval.picture_examples, len(source))
   return sources.Subset(source, np.arange(n))
 
 
@@ -69,20 +71,24 @@ def pca_rows(method, subset, tokens):
   return rows
 
 
-def write_pictures(trainer, state, *, alarms=()):
-  """Writes the pictures of the module docstring; returns {name: path relative to the workdir} (process 0)."""
-  method, config = trainer.method, trainer.config
-  subset = _examples(trainer)
+def write_pictures(config, state_def, workdir, state, alarms=()):
+  """Writes the pictures of the module docstring; returns {name: path relative to the workdir} (process 0).
+
+  `state_def` (jepa/train_state.py) rebuilds the model from `state` for the patch tokens."""
+  method = state_def.method
+  subset = _examples(config)
   tokens = None
   if method.token_grid() is not None and len(subset):
     # Every process joins this jitted call; the picture batch is one multiple of the device count.
-    count = -(-len(subset) // trainer.num_devices) * trainer.num_devices
-    tokens, _ = trainer.extract(state, subset, 0, fn=method.patch_tokens, batch_size=count)
-  if not trainer.is_main:
+    devices = state_def.mesh.size
+    tokens, _ = features.extract(features.apply_fn(state_def, method.patch_tokens), state, subset,
+                                 state_def.mesh, example_fn=method.example_fn(train=False),
+                                 batch_size=-(-len(subset) // devices) * devices)
+  if jax.process_index() != 0:
     return {}
   # pylint: disable-next=import-outside-toplevel  (matplotlib only where pictures are drawn)
   from jepa import plots
-  folder = os.path.join(trainer.workdir, FOLDER)
+  folder = os.path.join(workdir, FOLDER)
   os.makedirs(folder, exist_ok=True)
   written = {}
 
@@ -90,7 +96,7 @@ def write_pictures(trainer, state, *, alarms=()):
     written[name] = f"{FOLDER}/{name}.png"
     return os.path.join(folder, f"{name}.png")
 
-  rows = metrics_lib.read_jsonl(os.path.join(trainer.workdir, "metrics.jsonl"))
+  rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   if not plots.plot_curves(rows, path("curves"), alarms=alarms):
     written.pop("curves")
   if not plots.plot_evaluations(rows, path("evaluations")):

@@ -65,12 +65,12 @@ def check(config, workdir, *, episodes=None, planner="", seed=None):
   return config
 
 
-def plan(config, workdir, *, episodes=None, planner="", seed=None, verbose=False):
+def plan(config, workdir, *, episodes=None, planner="", seed=None):
   """Plans with the latest checkpoint in `workdir`; returns the summary dict (see the module docstring)."""
   config = check(config, workdir, episodes=episodes, planner=planner, seed=seed)
   from jepa.methods import world_model  # pylint: disable=import-outside-toplevel
-  trainer, state, _ = evaluate_lib.restore(config, workdir, verbose=verbose)
-  model, _ = trainer.eval_models(state)
+  state_def, state, _ = evaluate_lib.restore(config, workdir)
+  model, _ = state_def.models(state)
   p = config.planner
   out = world_model.run_planning(model, p)
   summary = world_model.summarize(out, p.max_steps)

@@ -49,16 +49,16 @@ import jax.numpy as jnp
 
 from jepa.errors import ConfigError
 
-KINDS = ('cem', 'mppi')
-COSTS = ('sum', 'last')
-MPPI_OUTPUTS = ('sample', 'mean')
+KINDS = ("cem", "mppi")
+COSTS = ("sum", "last")
+MPPI_OUTPUTS = ("sample", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
 class PlannerConfig:
   """Planner hyper-parameters (frozen, hashable: a static argument). Defaults: EB-JEPA's MPPI (planning_mppi.yaml
   and MPPIPlanner); :meth:`ebjepa` gives either reference planner."""
-  kind: str = 'mppi'  # 'cem' | 'mppi' (planner_name).
+  kind: str = "mppi"  # 'cem' | 'mppi' (planner_name).
   horizon: int = 90  # plan_length.
   num_samples: int = 200  # num_samples.
   num_iterations: int = 20  # n_iters.
@@ -67,41 +67,41 @@ class PlannerConfig:
   temperature: float = 0.005  # MPPI inverse temperature lambda (MPPIPlanner temperature).
   action_bound: float = 2.45  # max_norms: each action's L2 norm is clipped to this.
   momentum: float = 0.0  # Smoothing of mu and sigma between iterations (the reference has none).
-  cost: str = 'sum'  # 'sum' (sum_all_diffs: true) | 'last' (last predicted latent only).
+  cost: str = "sum"  # 'sum' (sum_all_diffs: true) | 'last' (last predicted latent only).
   action_dim: int = 2  # Two Rooms: a 2-D displacement.
-  mppi_output: str = 'sample'  # 'sample' (reference: one elite drawn by weight) | 'mean'.
+  mppi_output: str = "sample"  # 'sample' (reference: one elite drawn by weight) | 'mean'.
 
   @classmethod
-  def ebjepa(cls, kind: str = 'mppi', **overrides) -> 'PlannerConfig':
+  def ebjepa(cls, kind: str = "mppi", **overrides) -> 'PlannerConfig':
     """EB-JEPA's planner `kind` ('cem': sigma 1.5; 'mppi': sigma 2), with `overrides` applied."""
-    init_std = {'cem': 1.5, 'mppi': 2.0}.get(kind, 2.0)
-    return cls(**{'kind': kind, 'init_std': init_std, **overrides})
+    init_std = {"cem": 1.5, "mppi": 2.0}.get(kind, 2.0)
+    return cls(**{"kind": kind, "init_std": init_std, **overrides})
 
 
 def validate(cfg: PlannerConfig) -> PlannerConfig:
   """Raises :class:`jepa.errors.ConfigError` (a ValueError) with one line naming the key and the fix."""
   def fail(msg):
-    raise ConfigError(f'PlannerConfig.{msg}')
+    raise ConfigError(f"PlannerConfig.{msg}")
   if cfg.kind not in KINDS:
     fail(f"kind={cfg.kind!r} is unknown: use 'cem' or 'mppi'")
   if cfg.cost not in COSTS:
     fail(f"cost={cfg.cost!r} is unknown: use 'sum' or 'last'")
   if cfg.mppi_output not in MPPI_OUTPUTS:
     fail(f"mppi_output={cfg.mppi_output!r} is unknown: use 'sample' or 'mean'")
-  for name in ('horizon', 'num_samples', 'num_iterations', 'num_elites', 'action_dim'):
+  for name in ("horizon", "num_samples", "num_iterations", "num_elites", "action_dim"):
     value = getattr(cfg, name)
     if not isinstance(value, int) or value <= 0:
-      fail(f'{name}={value!r} must be a positive integer: set {name} >= 1')
+      fail(f"{name}={value!r} must be a positive integer: set {name} >= 1")
   if cfg.num_elites > cfg.num_samples:
-    fail(f'num_elites={cfg.num_elites} exceeds num_samples={cfg.num_samples}: set num_elites <= num_samples')
+    fail(f"num_elites={cfg.num_elites} exceeds num_samples={cfg.num_samples}: set num_elites <= num_samples")
   if not cfg.init_std > 0:
-    fail(f'init_std={cfg.init_std} must be > 0: set a positive initial standard deviation')
+    fail(f"init_std={cfg.init_std} must be > 0: set a positive initial standard deviation")
   if not cfg.action_bound > 0:
     fail(f"action_bound={cfg.action_bound} must be > 0: set the action norm bound (float('inf') for none)")
   if not cfg.temperature > 0 or math.isinf(cfg.temperature):
-    fail(f'temperature={cfg.temperature} must be finite and > 0: set the MPPI inverse temperature (0.005)')
+    fail(f"temperature={cfg.temperature} must be finite and > 0: set the MPPI inverse temperature (0.005)")
   if not 0.0 <= cfg.momentum < 1.0:
-    fail(f'momentum={cfg.momentum} must be in [0, 1): set 0 for no smoothing')
+    fail(f"momentum={cfg.momentum} must be in [0, 1): set 0 for no smoothing")
   return cfg
 
 
@@ -115,7 +115,7 @@ def horizon_weights(cfg: PlannerConfig, steps_left=None):
   """[H] weights w_t of the per-step costs: 1 on t < h ('sum') or on t = h - 1 only ('last'), h = min(H, steps_left)."""
   h = cfg.horizon if steps_left is None else jnp.clip(steps_left, 1, cfg.horizon)
   t = jnp.arange(cfg.horizon)
-  return (t < h).astype(jnp.float32) if cfg.cost == 'sum' else (t == h - 1).astype(jnp.float32)
+  return (t < h).astype(jnp.float32) if cfg.cost == "sum" else (t == h - 1).astype(jnp.float32)
 
 
 def sequence_cost(latents, z_goal, weights):
@@ -166,14 +166,14 @@ def plan(key, z0, z_goal, rollout_fn: Callable, cfg: PlannerConfig, init_mean=No
     costs = batched_cost(batched_rollout(z0, samples), z_goal, weights)
     neg_elite_costs, idx = jax.lax.top_k(-costs, k)  # The k cheapest, cheapest first.
     elite_costs, elites = -neg_elite_costs, samples[idx]
-    if cfg.kind == 'cem':
+    if cfg.kind == "cem":
       w = jnp.full((k,), 1.0 / k, jnp.float32)
       new_mean = elites.mean(axis=0)
       new_std = elites.std(axis=0, ddof=1 if k > 1 else 0)  # torch.std is unbiased.
     else:
       w = jax.nn.softmax(-cfg.temperature * (elite_costs - elite_costs[0]))
-      new_mean = jnp.einsum('k,kha->ha', w, elites)
-      new_std = jnp.sqrt(jnp.einsum('k,kha->ha', w, jnp.square(elites - new_mean[None])))
+      new_mean = jnp.einsum("k,kha->ha", w, elites)
+      new_std = jnp.sqrt(jnp.einsum("k,kha->ha", w, jnp.square(elites - new_mean[None])))
     m = cfg.momentum
     search = _Search(m * search.mean + (1 - m) * new_mean, m * search.std + (1 - m) * new_std, elites, w)
     return search, (elite_costs[0], elite_costs.mean())
@@ -181,18 +181,18 @@ def plan(key, z0, z_goal, rollout_fn: Callable, cfg: PlannerConfig, init_mean=No
   key, out_key = jax.random.split(key)
   search, (min_cost, elite_cost) = jax.lax.scan(iteration, start, jax.random.split(key, cfg.num_iterations))
 
-  if cfg.kind == 'mppi' and cfg.mppi_output == 'sample':
+  if cfg.kind == "mppi" and cfg.mppi_output == "sample":
     actions = search.elites[jax.random.choice(out_key, k, p=search.weights)]
   else:
     actions = search.mean
   cost = sequence_cost(rollout_fn(z0, actions), z_goal, weights)
-  info = {'mean': search.mean, 'std': search.std, 'cost': cost, 'min_cost': min_cost, 'elite_cost': elite_cost}
+  info = {"mean": search.mean, "std": search.std, "cost": cost, "min_cost": min_cost, "elite_cost": elite_cost}
   return actions, info
 
 
 # `plan` compiled once per (rollout_fn, cfg, input shapes): pass a stable callable (a module-level function or one
 # built once), since a fresh lambda per call is a new static argument and recompiles.
-plan_jit = jax.jit(plan, static_argnames=('rollout_fn', 'cfg'))
+plan_jit = jax.jit(plan, static_argnames=("rollout_fn", "cfg"))
 
 
 def make_batched_planner(rollout_fn: Callable, cfg: PlannerConfig):
@@ -257,10 +257,10 @@ def run_episode(key, env_state, goal, encode_fn: Callable, rollout_fn: Callable,
   """
   validate(cfg)
   if max_steps < 1:
-    raise ConfigError(f'run_episode max_steps={max_steps} must be >= 1: set the episode length (EB-JEPA: 200)')
+    raise ConfigError(f"run_episode max_steps={max_steps} must be >= 1: set the episode length (EB-JEPA: 200)")
   if not 1 <= replan_every <= cfg.horizon:
-    raise ConfigError(f'run_episode replan_every={replan_every} must be in [1, horizon={cfg.horizon}]: execute '
-                      'at most one plan before re-planning')
+    raise ConfigError(f"run_episode replan_every={replan_every} must be in [1, horizon={cfg.horizon}]: execute "
+                      "at most one plan before re-planning")
   num_plans = -(-max_steps // replan_every)
   z_goal = encode_fn(goal)
   goal_position = position_fn(goal)
@@ -282,7 +282,7 @@ def run_episode(key, env_state, goal, encode_fn: Callable, rollout_fn: Callable,
 
     (state, t), (positions, executed) = jax.lax.scan(
         one_step, (state, t), (actions[:replan_every], jax.random.split(k_env, replan_every)))
-    return (state, info['mean'], t), (positions, executed, info['cost'])
+    return (state, info["mean"], t), (positions, executed, info["cost"])
 
   start = (env_state, jnp.zeros((cfg.horizon, cfg.action_dim), jnp.float32), jnp.int32(0))
   _, (positions, executed, plan_costs) = jax.lax.scan(one_plan, start, jax.random.split(key, num_plans))

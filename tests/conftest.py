@@ -32,5 +32,5 @@ def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
     reason = str(report.longrepr[2])
     if MISSING_PACKAGE.search(reason):
       report.outcome = "failed"
-      report.longrepr = (f"skipped for a missing package ({reason}); `pip install -e \".[test]\"` must install "
+      report.longrepr = (f'skipped for a missing package ({reason}); `pip install -e ".[test]"` must install '
                          "it: add it to the [test] extra in setup.py")

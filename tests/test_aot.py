@@ -33,11 +33,12 @@ for method, name in json.loads(CASES):
     c = aot.synthetic_data(load_config(name, "tiny"))
     c.eval.update(probe=False, pictures=False, report=False)
     c.mesh.update(data=2, fsdp=2, fsdp_min_size=64)
-    t = train.Trainer(c, "/nonexistent/aot", verbose=False, devices=devices)
+    t = train.setup(c, "/nonexistent/aot", verbose=False, devices=devices)
+    abstract_state = t.state_def.abstract
     batch = aot.abstract_batch(t, t.method.example_fn(train=True), c.train.batch_size)
-    compiled = t.train_step.lower(t.abstract_state, batch).compile()
+    compiled = t.train_step.lower(abstract_state, batch).compile()
     state_in, batch_in = compiled.input_shardings[0]
-    flat_state = jax.tree_util.tree_flatten_with_path(t.abstract_state)[0]
+    flat_state = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
     got = jax.tree.leaves(state_in)
     rule_ok, checked = [], 0
     for (path, leaf), sh in zip(flat_state, got):
@@ -47,7 +48,7 @@ for method, name in json.loads(CASES):
         want = jax.sharding.NamedSharding(t.mesh, parallel.param_spec(leaf.shape, 2, 64))
         rule_ok.append([key, str(sh.spec), str(want.spec), sh.is_equivalent_to(want, leaf.ndim)])
         checked += 1
-    batch_ok = all(s.is_equivalent_to(t.batch_sharding, len(b.shape)) for s, b in
+    batch_ok = all(s.is_equivalent_to(parallel.batch_sharding(t.mesh), len(b.shape)) for s, b in
                    zip(jax.tree.leaves(batch_in), jax.tree.leaves(batch)))
     def shard_bytes(x, spec):
       shape = list(x.shape)
@@ -55,7 +56,7 @@ for method, name in json.loads(CASES):
         for a in ((axis,) if isinstance(axis, str) else (axis or ())):
           shape[d] //= t.mesh.shape[a]
       return int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
-    expected = sum(shard_bytes(x, s.spec) for x, s in zip(jax.tree.leaves(t.abstract_state), got))
+    expected = sum(shard_bytes(x, s.spec) for x, s in zip(jax.tree.leaves(abstract_state), got))
     expected += sum(shard_bytes(b, parallel.batch_sharding(t.mesh).spec) for b in jax.tree.leaves(batch))
     def tiled_bytes(x, sharding, layout):  # The shard padded to the layout's tile (TPU: (8, 128) for f32).
       dims = list(sharding.shard_shape(x.shape))
@@ -70,7 +71,7 @@ for method, name in json.loads(CASES):
       return int(np.prod(dims, dtype=np.int64)) * np.dtype(x.dtype).itemsize
     formats = jax.tree.leaves(compiled.input_formats[0])
     shardings = jax.tree.leaves(compiled.input_shardings[0])
-    args = jax.tree.leaves((t.abstract_state, batch))
+    args = jax.tree.leaves((abstract_state, batch))
     tiled = sum(tiled_bytes(x, s, f.layout) for x, s, f in zip(args, shardings, formats))
     m = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -79,7 +80,7 @@ for method, name in json.loads(CASES):
                    "args": m.argument_size_in_bytes, "tiled": tiled, "num_args": len(args),
                    "alias": m.alias_size_in_bytes,
                    "state_bytes": sum(shard_bytes(x, s.spec)
-                                      for x, s in zip(jax.tree.leaves(t.abstract_state), got)),
+                                      for x, s in zip(jax.tree.leaves(abstract_state), got)),
                    "flops": float(cost.get("flops", 0))}
   except Exception:
     out[method] = {"error": traceback.format_exc()[-3000:]}

@@ -28,14 +28,14 @@ def test_to_rgb_and_to_float():
   assert f.dtype == np.float32 and f.tolist() == [[[0.0, 1.0]]]
 
 
-@pytest.mark.parametrize('seed', range(20))
+@pytest.mark.parametrize("seed", range(20))
 def test_random_resized_crop_params_in_range(seed):
   img = _image(37, 53)
   out, params = augment.random_resized_crop(img, np.random.default_rng(seed), 24, scale=(0.3, 1.0))
   assert out.shape == (24, 24, 3) and out.dtype == np.float32
   assert 0.0 <= out.min() and out.max() <= 1.0
-  top, left, h, w = params['crop']
-  assert params['crop'].dtype == np.float32
+  top, left, h, w = params["crop"]
+  assert params["crop"].dtype == np.float32
   assert 0 <= top and 0 <= left and 0 < h <= 1 and 0 < w <= 1
   assert top + h <= 1 + 1e-6 and left + w <= 1 + 1e-6
   # Area in the scale range (up to the rounding of h and w to whole pixels), aspect in the ratio range.
@@ -44,11 +44,11 @@ def test_random_resized_crop_params_in_range(seed):
   assert 3 / 4 - 0.1 <= aspect <= 4 / 3 + 0.1
 
 
-@pytest.mark.parametrize('seed', range(5))
+@pytest.mark.parametrize("seed", range(5))
 def test_random_resized_crop_matches_explicit_crop(seed):
   img = _image(37, 53, seed=seed)
   out, params = augment.random_resized_crop(img, np.random.default_rng(seed), (20, 24))
-  top, left, h, w = np.round(params['crop'] * np.asarray([37, 53, 37, 53])).astype(int)
+  top, left, h, w = np.round(params["crop"] * np.asarray([37, 53, 37, 53])).astype(int)
   crop = Image.fromarray(img).crop((left, top, left + w, top + h))
   expected = np.asarray(crop.resize((24, 20), Image.BILINEAR))
   np.testing.assert_allclose(out, expected / 255.0, atol=1.5 / 255)
@@ -58,7 +58,7 @@ def test_random_resized_crop_content_follows_params():
   img = _ramp(64, 80)
   for seed in range(10):
     out, params = augment.random_resized_crop(img, np.random.default_rng(seed), 32)
-    top, left, h, w = params['crop']
+    top, left, h, w = params["crop"]
     # The mean row / column coordinate of the output is the crop's centre.
     assert abs(out[..., 0].mean() - (top + h / 2)) < 2 / 64
     assert abs(out[..., 1].mean() - (left + w / 2)) < 2 / 80
@@ -69,7 +69,7 @@ def test_random_resized_crop_fallback_is_centre_crop():
   # centre crop with the extreme ratio.
   img = _image(10, 100)
   _, params = augment.random_resized_crop(img, np.random.default_rng(0), 8, scale=(0.9, 1.0))
-  top, left, h, w = params['crop'] * np.asarray([10, 100, 10, 100])
+  top, left, h, w = params["crop"] * np.asarray([10, 100, 10, 100])
   assert (top, h) == (0, 10) and round(w) == 13 and round(left) == (100 - 13) // 2
 
 
@@ -86,10 +86,10 @@ def test_center_crop_resize():
 def test_hflip():
   img = _image()
   out, params = augment.hflip(img, np.random.default_rng(0), p=1.0)
-  assert params['flip'] and np.array_equal(out, augment.to_float(img)[:, ::-1])
+  assert params["flip"] and np.array_equal(out, augment.to_float(img)[:, ::-1])
   out, params = augment.hflip(img, np.random.default_rng(0), p=0.0)
-  assert not params['flip'] and np.array_equal(out, augment.to_float(img))
-  flips = [bool(augment.hflip(img, np.random.default_rng(s))[1]['flip']) for s in range(200)]
+  assert not params["flip"] and np.array_equal(out, augment.to_float(img))
+  flips = [bool(augment.hflip(img, np.random.default_rng(s))[1]["flip"]) for s in range(200)]
   assert 60 < sum(flips) < 140
 
 
@@ -97,16 +97,16 @@ def test_color_jitter_params_recorded():
   img = augment.to_float(_image())
   for seed in range(10):
     out, params = augment.color_jitter(img, np.random.default_rng(seed), 0.4, 0.3, 0.2, 0.1, p=1.0)
-    assert params['applied']
-    assert 0.6 <= params['brightness'] <= 1.4 and 0.7 <= params['contrast'] <= 1.3
-    assert 0.8 <= params['saturation'] <= 1.2 and -0.1 <= params['hue'] <= 0.1
+    assert params["applied"]
+    assert 0.6 <= params["brightness"] <= 1.4 and 0.7 <= params["contrast"] <= 1.3
+    assert 0.8 <= params["saturation"] <= 1.2 and -0.1 <= params["hue"] <= 0.1
     assert out.shape == img.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     # The fixed order makes the output a function of the recorded factors.
     expected = augment.adjust_hue(augment.adjust_saturation(augment.adjust_contrast(
-        augment.adjust_brightness(img, params['brightness']), params['contrast']), params['saturation']),
-                                  params['hue'])
+        augment.adjust_brightness(img, params["brightness"]), params["contrast"]), params["saturation"]),
+                                  params["hue"])
     np.testing.assert_allclose(out, expected, atol=1e-6)
-    factors = [params[k] for k in ('brightness', 'contrast', 'saturation', 'hue')]
+    factors = [params[k] for k in ("brightness", "contrast", "saturation", "hue")]
     np.testing.assert_allclose(augment.jitter_action(params), factors)
 
 
@@ -114,10 +114,10 @@ def test_color_jitter_p0_identity_and_same_stream():
   img = augment.to_float(_image())
   rng0, rng1 = np.random.default_rng(3), np.random.default_rng(3)
   out, params = augment.color_jitter(img, rng0, p=0.0)
-  assert not params['applied'] and np.array_equal(out, img)
+  assert not params["applied"] and np.array_equal(out, img)
   np.testing.assert_array_equal(augment.jitter_action(params), [1, 1, 1, 0])
   _, params1 = augment.color_jitter(img, rng1, p=1.0)
-  assert params['brightness'] == params1['brightness'] and params['hue'] == params1['hue']
+  assert params["brightness"] == params1["brightness"] and params["hue"] == params1["hue"]
   assert rng0.uniform() == rng1.uniform()  # same number of draws whether applied or not
 
 
@@ -125,7 +125,7 @@ def test_brightness_closed_form():
   img = augment.to_float(_image())
   out, params = augment.color_jitter(img, np.random.default_rng(0), brightness=0.5, contrast=0, saturation=0,
                                      hue=0, p=1.0)
-  np.testing.assert_allclose(out, np.clip(img * params['brightness'], 0, 1), atol=1e-6)
+  np.testing.assert_allclose(out, np.clip(img * params["brightness"], 0, 1), atol=1e-6)
 
 
 def test_hue_matches_colorsys():
@@ -140,12 +140,12 @@ def test_hue_matches_colorsys():
 def test_grayscale():
   img = _image()
   out, params = augment.grayscale(img, np.random.default_rng(0), p=1.0)
-  assert params['grayscale'] and out.shape == img.shape
+  assert params["grayscale"] and out.shape == img.shape
   assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
   luma = augment.to_float(img) @ np.asarray([0.299, 0.587, 0.114], np.float32)
   np.testing.assert_allclose(out[..., 0], luma, atol=1e-6)
   out, params = augment.grayscale(img, np.random.default_rng(0), p=0.0)
-  assert not params['grayscale'] and np.array_equal(out, augment.to_float(img))
+  assert not params["grayscale"] and np.array_equal(out, augment.to_float(img))
   one = _image(c=1)
   assert augment.grayscale(one, np.random.default_rng(0), p=1.0)[0].shape == one.shape
 
@@ -153,13 +153,13 @@ def test_grayscale():
 def test_gaussian_blur():
   flat = np.full((20, 30, 3), 0.25, np.float32)
   out, params = augment.gaussian_blur(flat, np.random.default_rng(0), p=1.0, sigma=(0.5, 1.5))
-  assert params['blur'] and 0.5 <= params['sigma'] <= 1.5
+  assert params["blur"] and 0.5 <= params["sigma"] <= 1.5
   np.testing.assert_allclose(out, flat, atol=1e-6)  # a normalised kernel keeps constants
   img = augment.to_float(_image())
   out, _ = augment.gaussian_blur(img, np.random.default_rng(0), p=1.0, sigma=(2.0, 2.0))
   assert out.std() < img.std() and abs(out.mean() - img.mean()) < 0.01
   out, params = augment.gaussian_blur(img, np.random.default_rng(0), p=0.0)
-  assert not params['blur'] and np.array_equal(out, img)
+  assert not params["blur"] and np.array_equal(out, img)
   tiny = augment.to_float(_image(3, 3))  # kernel radius larger than the image
   assert augment.gaussian_blur(tiny, np.random.default_rng(0), p=1.0, sigma=(2.0, 2.0))[0].shape == (3, 3, 3)
 
@@ -167,10 +167,10 @@ def test_gaussian_blur():
 def test_solarize_closed_form():
   img = augment.to_float(_image())
   out, params = augment.solarize(img, np.random.default_rng(0), p=1.0, threshold=0.4)
-  assert params['solarize']
+  assert params["solarize"]
   np.testing.assert_array_equal(out, np.where(img >= 0.4, 1.0 - img, img).astype(np.float32))
   out, params = augment.solarize(img, np.random.default_rng(0), p=0.0)
-  assert not params['solarize'] and np.array_equal(out, img)
+  assert not params["solarize"] and np.array_equal(out, img)
 
 
 def test_normalize():
@@ -200,4 +200,4 @@ def test_deterministic_per_seed():
   np.testing.assert_array_equal(a, b)
   assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
   c, pc = _view(img, np.random.default_rng(43))
-  assert not np.array_equal(a, c) and not np.array_equal(pa['crop'], pc['crop'])
+  assert not np.array_equal(a, c) and not np.array_equal(pa["crop"], pc["crop"])

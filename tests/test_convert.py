@@ -2,7 +2,7 @@
 
 Parity: tiny PyTorch models written from the reference spec (tests/torch_reference.py) are saved in the
 official layout (prefixes, conv / qkv layouts, pos_embed tensors), converted into a workdir, restored through
-the Trainer, and compared forward to forward (encoder on context tokens, target encoder on all tokens,
+jepa.evaluate.restore, and compared forward to forward (encoder on context tokens, target encoder on all tokens,
 predictor on given context and target indices) within 1e-4 in float32. The files are read by
 jepa.torch_pickle (no torch); a run of the CLI with torch hidden checks that conversion needs no torch at
 all. Tests that make files skip when torch is not installed (`pip install -e ".[torch]"`). The error and
@@ -89,8 +89,8 @@ def _parity(fmt, tmp_path):
   ref.save_official(path, fmt, encoder, target, predictor, stale_pos_embed=stale)
   workdir = str(tmp_path / "run")
   convert.convert(fmt, path, workdir, config=_config(fmt), **flags)
-  trainer, state, _ = evaluate.restore(run_config.load(workdir), workdir)
-  model, jax_target = trainer.eval_models(state)
+  state_def, state, _ = evaluate.restore(run_config.load(workdir), workdir)
+  model, jax_target = state_def.models(state)
 
   rng = np.random.default_rng(0)
   b, side = 2, sizes["image_size"]
@@ -446,13 +446,12 @@ def test_evaluate_cli_and_training_on_from_a_converted_checkpoint(tmp_path):
   attentive = evaluate.evaluate(run_config.load(workdir), workdir, probe="attentive")
   assert 0.0 <= attentive["probes"]["attentive"]["trained"] <= 1.0
 
-  # jepa.main with the same workdir (here the Trainer it runs) starts from the converted step 0.
+  # jepa.main with the same workdir (here the train.fit it runs) starts from the converted step 0.
   config = run_config.load(workdir)
   config.eval.probe = False
-  trainer = train.Trainer(config, workdir, verbose=False)
-  trainer.run()
-  assert int(trainer.state["step"]) == config.train.num_steps
-  ema = jax.device_get(trainer.state["ema"]["blocks"][0]["attn"]["qkv"]["kernel"])
+  state, _ = train.fit(train.setup(config, workdir, verbose=False))
+  assert int(state["step"]) == config.train.num_steps
+  ema = jax.device_get(state["ema"]["blocks"][0]["attn"]["qkv"]["kernel"])
   start = converted.target_encoder["blocks"][0]["attn"]["qkv"]["kernel"]
   assert np.max(np.abs(ema - start)) < 1e-2  # EMA 0.996: two steps move the converted target only a little
 

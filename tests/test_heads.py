@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jepa.errors import ConfigError
-from jepa.models.heads import AttentiveClassifier, AttentivePooler, LinearHead, Projector
+from jepa.models.heads import AttentiveClassifier, AttentivePooler, Projector
 
 D, H = 16, 4
 
@@ -267,21 +267,3 @@ def test_projector_single_layer_and_bad_config():
   assert len(proj.layers) == 0 and proj.out.kernel.shape == (12, 4)
   with pytest.raises(ConfigError):
     Projector(in_dim=12, num_layers=0, rngs=nnx.Rngs(0))
-
-
-def test_linear_head():
-  x = jax.random.normal(jax.random.key(0), (4, 12)) + 2.0
-  plain = LinearHead(in_dim=12, num_classes=3, rngs=nnx.Rngs(0))
-  np.testing.assert_allclose(plain(x), x @ plain.linear.kernel[...] + plain.linear.bias[...], rtol=1e-5,
-                             atol=1e-6)
-  ln = LinearHead(in_dim=12, num_classes=3, use_norm=True, rngs=nnx.Rngs(0))
-  # Non-affine: the only parameters are the Linear's.
-  assert sum(p.size for p in jax.tree.leaves(nnx.state(ln, nnx.Param))) == 12 * 3 + 3
-  # LayerNorm makes the logits invariant to a per-example affine change of the features.
-  np.testing.assert_allclose(ln(3.0 * x - 1.0), ln(x), rtol=1e-4, atol=1e-4)
-  bn = LinearHead(in_dim=12, num_classes=3, use_norm=True, norm="batch", rngs=nnx.Rngs(0))
-  assert sum(p.size for p in jax.tree.leaves(nnx.state(bn, nnx.Param))) == 12 * 3 + 3
-  assert bn(x).shape == (4, 3)
-  assert not np.allclose(bn.norm.mean[...], 0.0)  # train mode updated the running mean
-  with pytest.raises(ConfigError):
-    LinearHead(in_dim=12, num_classes=3, use_norm=True, norm="group", rngs=nnx.Rngs(0))

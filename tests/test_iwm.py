@@ -116,8 +116,8 @@ def test_mrr_evaluator_of_an_unconditioned_model_is_harmonic(tmp_path):
   # Without conditioning every action gets the same prediction, so the ranks are a permutation of 1..N and the
   # evaluator must return exactly H_N / N, whatever the weights.
   c = _config(conditioning="none", mrr_bank_size=4, mrr_images=8, mrr_batch_size=4)
-  trainer = train.Trainer(c, str(tmp_path), verbose=False)
-  score = trainer.method.extra_evaluations(trainer, trainer._init(0))  # pylint: disable=protected-access
+  run = train.setup(c, str(tmp_path), verbose=False)
+  score = run.method.extra_evaluations(run.state_def.init(0), run.state_def.models, run.mesh)
   assert score["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4, abs=1e-6)
 
 
@@ -125,10 +125,10 @@ def test_mrr_evaluator_of_an_unconditioned_model_is_harmonic(tmp_path):
 def test_compiles_once(tmp_path):
   c = _config()
   c.train.update(num_steps=5, checkpoint_every=0)
-  trainer = train.Trainer(c, str(tmp_path), verbose=False)
-  out = trainer.run()
+  run = train.setup(c, str(tmp_path), verbose=False)
+  _, out = train.fit(run)
   assert out["step"] == 5 and out["skipped_steps"] == 0
-  assert trainer.train_step._cache_size() == 1  # pylint: disable=protected-access
+  assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
 
 
 STEP_ON_DEVICES = r"""
@@ -139,9 +139,8 @@ c = load_config("iwm_vit", "tiny")
 c.eval.probe = False
 c.train.update(num_steps=2, checkpoint_every=0)
 c.mesh.update(data={data})
-t = train.Trainer(c, "{workdir}", verbose=False)
-t.run()
-leaves = jax.tree.leaves(jax.device_get(t.state["params"]))
+state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
+leaves = jax.tree.leaves(jax.device_get(state["params"]))
 params = [np.asarray(x).ravel().tolist() for x in leaves]
 print(json.dumps({{"devices": jax.device_count(), "params": params}}))
 """

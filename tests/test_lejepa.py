@@ -120,10 +120,10 @@ def test_validation_names_the_key(overrides, match):
 def test_tiny_training_compiles_once(tmp_path):
   c = _config()
   c.eval.probe = False
-  trainer = train.Trainer(c, str(tmp_path), verbose=False)
-  result = trainer.run()
+  run = train.setup(c, str(tmp_path), verbose=False)
+  _, result = train.fit(run)
   assert result["step"] == 3 and result["skipped_steps"] == 0
-  assert trainer.train_step._cache_size() == 1  # pylint: disable=protected-access
+  assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
   with open(os.path.join(tmp_path, "metrics.jsonl"), encoding="utf-8") as f:
     logged = [json.loads(line) for line in f]
   last = logged[-1]
@@ -143,9 +143,8 @@ c.train.update(num_steps=1)
 # turn that noise into updates of +-lr. A larger eps leaves real gradients' updates alone and those at ~0.
 c.optim.eps = 1e-3
 c.mesh.update(data={data}, fsdp=1)
-t = train.Trainer(c, "{workdir}", verbose=False)
-t.run()
-state = jax.device_get(t.state)
+state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
+state = jax.device_get(state)
 leaves = jax.tree.leaves(state["params"]) + jax.tree.leaves(state["model_state"])
 flat = [np.asarray(x).ravel().tolist() for x in leaves]
 print(json.dumps({{"devices": jax.device_count(), "leaves": flat}}))

@@ -9,6 +9,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jepa import losses
@@ -113,6 +114,67 @@ def test_elementwise_losses_match_numpy(mask_kind):
   np.testing.assert_allclose(np.asarray(got, np.float64),
                              [_np_masked_mean(np.abs(d), mask), _np_masked_mean(np.abs(d), mask),
                               _np_masked_mean(d**2, mask)], rtol=1e-5)
+
+
+def _old_smooth_l1_elementwise(d, beta):
+  """jepa.losses.smooth_l1's elementwise term before it used optax.huber_loss, verbatim."""
+  ad = jnp.abs(d)
+  safe_beta = jnp.where(beta > 0, beta, 1.0)
+  return jnp.where(ad < beta, 0.5 * jnp.square(d) / safe_beta, ad - 0.5 * beta)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5, 2.0, 0.3, 0.7])
+def test_smooth_l1_is_huber_over_beta(beta):
+  """smooth_l1(x, beta) = optax.huber_loss(x, delta=beta) / beta, against the closed form and the previous code.
+
+  For beta a power of two (I-JEPA: 1) the elementwise terms are those of the previous hand-written `where` to the
+  last bit; for other betas the two round differently, by at most a few float32 ulps.
+  """
+  rng = np.random.default_rng(7)
+  pred = (rng.standard_normal((4, 33, 16)) * 3).astype(np.float32)  # |d| from ~0 to ~15: both branches
+  target = rng.standard_normal((4, 33, 16)).astype(np.float32)
+  mask = rng.random((4, 33)) < 0.7
+  d32 = jnp.asarray(pred) - jnp.asarray(target)
+  d = np.asarray(d32, np.float64)  # the float32 difference, as the loss sees it
+  e, e_old, e_ref = optax.huber_loss(d32, delta=beta) / beta, _old_smooth_l1_elementwise(d32, beta), _np_smooth_l1(
+      d, beta)
+  e, e_old = np.asarray(e), np.asarray(e_old)
+  spacing = np.spacing(np.abs(e_ref).astype(np.float32)).astype(np.float64)
+  assert np.all(np.abs(e - e_ref) <= 3 * spacing)
+  if math.log2(beta).is_integer():
+    np.testing.assert_array_equal(e, e_old)
+  else:
+    assert np.all(np.abs(e - e_old) <= 4 * spacing)
+  for m in (None, mask):
+    old_val, old_grad = jax.jit(jax.value_and_grad(lambda p, m=m: losses._masked_mean(  # pylint: disable=W0212
+        lambda x: _old_smooth_l1_elementwise(x, beta), p - jnp.asarray(target), m)))(pred)
+    val, grad = jax.jit(jax.value_and_grad(lambda p, m=m: losses.smooth_l1(p, target, beta=beta, mask=m)))(pred)
+    assert val.dtype == jnp.float32
+    np.testing.assert_allclose(float(val), float(old_val), rtol=3e-7, atol=0)  # equal for a power of two
+    # optax's backward pass sums delta * c + (q - delta) * c in the quadratic branch where the old one had q * c:
+    # the same up to one rounding of beta (~6e-8 beta / count absolute; relative only for |d| << beta).
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(old_grad), rtol=0, atol=1e-7 * np.max(np.abs(old_grad)))
+    np.testing.assert_allclose(float(val), _np_masked_mean(e_ref, m), rtol=1e-6)  # float32 mean of 2112 terms
+    w = np.ones(d.shape[:-1]) if m is None else np.asarray(m, np.float64)
+    want_grad = np.where(np.abs(d) < beta, d / beta, np.sign(d)) * w[..., None] / (w.sum() * d.shape[-1])
+    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=0, atol=3e-7 * np.max(np.abs(want_grad)))
+  # A traced beta takes the same path (beta = 0 traced is L1, with a finite gradient).
+  traced = jax.jit(lambda p, b: losses.smooth_l1(p, target, beta=b, mask=mask))
+  eager = losses.smooth_l1(pred, target, beta=beta, mask=mask)
+  np.testing.assert_allclose(float(traced(pred, beta)), float(eager), rtol=2.4e-7)  # 1 ulp: summation order
+  np.testing.assert_allclose(float(traced(pred, 0.0)), float(losses.l1(pred, target, mask=mask)), rtol=2.4e-7)
+  g0 = jax.jit(jax.grad(lambda p: losses.smooth_l1(p, target, beta=jnp.float32(0.0), mask=mask)))(pred)
+  assert np.all(np.isfinite(np.asarray(g0)))
+
+
+def test_public_names_and_sigreg_module():
+  """`from jepa import losses` keeps every public name; SIGReg lives in jepa/sigreg.py, re-exported."""
+  from jepa import sigreg as sigreg_module  # pylint: disable=import-outside-toplevel
+  for name in ("layer_norm", "smooth_l1", "l1", "l2", "prediction_loss", "quadrature_rule", "epps_pulley",
+               "sample_directions", "sigreg", "lejepa_invariance", "lejepa_loss", "vicreg", "Array", "ArrayLike"):
+    assert callable(getattr(losses, name)) or name.startswith("Array"), name
+  for name in ("quadrature_rule", "epps_pulley", "sample_directions", "sigreg"):
+    assert getattr(losses, name) is getattr(sigreg_module, name), name
 
 
 def test_masked_loss_ignores_garbage_in_padding_and_all_padding_is_zero():

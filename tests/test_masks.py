@@ -1,10 +1,11 @@
-"""Invariants of the mask samplers in jepa/masks.py, over many seeds and grid sizes."""
+"""Invariants of the mask samplers in jepa/masks.py and jepa/masks_video.py, over many seeds and grid sizes."""
 import time
 
 import numpy as np
 import pytest
 
 from jepa import masks
+from jepa import masks_video
 from jepa.errors import ConfigError
 
 SEEDS = range(300)
@@ -245,13 +246,13 @@ GRIDS_3D = {
     (8, 14, 14): {},
     (4, 7, 12): {},
     (2, 4, 4): {},
-    (1, 3, 3): dict(groups=(masks.BlockGroup(3, (0.2, 0.3)), masks.BlockGroup(1, (0.5, 0.6)))),
+    (1, 3, 3): dict(groups=(masks_video.BlockGroup(3, (0.2, 0.3)), masks_video.BlockGroup(1, (0.5, 0.6)))),
 }
 
 
 @pytest.mark.parametrize("grid", list(GRIDS_3D), ids=lambda g: "x".join(map(str, g)))
 def test_multiblock3d_invariants(grid):
-  mb = masks.MultiBlock3D(grid, **GRIDS_3D[grid])
+  mb = masks_video.MultiBlock3D(grid, **GRIDS_3D[grid])
   n = int(np.prod(grid))
   g, kc, kt = mb.num_groups, mb.num_context, mb.num_target
   assert kc == max(c for c, _ in mb.group_sizes) and kt == max(t for _, t in mb.group_sizes)
@@ -278,7 +279,7 @@ def test_multiblock3d_invariants(grid):
 def test_multiblock3d_context_is_complement_of_union():
   grid = (4, 7, 12)
   n = 4 * 7 * 12
-  mb = masks.MultiBlock3D(grid, context_keep=n, target_keep=n)
+  mb = masks_video.MultiBlock3D(grid, context_keep=n, target_keep=n)
   for out in _samples(mb, range(100), debug=True):
     for i in range(mb.num_groups):
       ctx = np.zeros(n, dtype=bool)
@@ -297,7 +298,7 @@ def test_multiblock3d_context_is_complement_of_union():
 def test_multiblock3d_expected_sizes_match_sampling():
   grid = (8, 14, 14)
   n = int(np.prod(grid))
-  mb = masks.MultiBlock3D(grid, context_keep=n, target_keep=n)
+  mb = masks_video.MultiBlock3D(grid, context_keep=n, target_keep=n)
   outs = _samples(mb, range(600))
   for i, (e_ctx, e_tgt) in enumerate(mb.expected_sizes):
     ctx = np.mean([o["context_valid"][i].sum() for o in outs])
@@ -308,7 +309,7 @@ def test_multiblock3d_expected_sizes_match_sampling():
 
 def test_multiblock3d_temporal_blocks_and_last_positions():
   grid = (8, 6, 6)
-  mb = masks.MultiBlock3D(grid, groups=(masks.BlockGroup(2, (0.2, 0.3), temporal_scale=(0.25, 0.5)),))
+  mb = masks_video.MultiBlock3D(grid, groups=(masks_video.BlockGroup(2, (0.2, 0.3), temporal_scale=(0.25, 0.5)),))
   boxes = np.array([b for o in _samples(mb, debug=True) for b in o["boxes"][0]])
   assert (boxes[:, 3] >= 2).all() and (boxes[:, 3] <= 4).all()
   assert (boxes[:, 0] + boxes[:, 3] == 8).any() and (boxes[:, 0] > 0).any()
@@ -316,13 +317,14 @@ def test_multiblock3d_temporal_blocks_and_last_positions():
 
 
 def test_multiblock3d_deterministic_and_never_hangs():
-  mb = masks.MultiBlock3D((8, 14, 14))
+  mb = masks_video.MultiBlock3D((8, 14, 14))
   a = mb.sample(np.random.default_rng(3))
   b = mb.sample(np.random.default_rng(3))
   for key in a:
     np.testing.assert_array_equal(a[key], b[key])
   # 2 long-range blocks on a 4x4 plane can cover it entirely: redraws, then the fallback.
-  tiny = masks.MultiBlock3D((2, 4, 4), groups=(masks.BlockGroup(3, (0.7, 0.75)),), min_context=2, max_tries=3)
+  tiny = masks_video.MultiBlock3D((2, 4, 4), groups=(masks_video.BlockGroup(3, (0.7, 0.75)),), min_context=2,
+                                  max_tries=3)
   start = time.perf_counter()
   outs = _samples(tiny, debug=True)
   assert time.perf_counter() - start < 5.0
@@ -332,64 +334,35 @@ def test_multiblock3d_deterministic_and_never_hangs():
 
 
 def test_multiblock3d_groups_from_mappings():
-  mb = masks.MultiBlock3D([8, 14, 14], groups=[dict(num_blocks=8, spatial_scale=[0.15, 0.15]),
+  mb = masks_video.MultiBlock3D([8, 14, 14], groups=[dict(num_blocks=8, spatial_scale=[0.15, 0.15]),
                                                dict(num_blocks=2, spatial_scale=0.7)])
-  assert mb == masks.MultiBlock3D((8, 14, 14))
+  assert mb == masks_video.MultiBlock3D((8, 14, 14))
 
 
 @pytest.mark.parametrize("kwargs, key", [
     (dict(grid=(1, 2, 2)), "masks.groups[1].spatial_scale"),
-    (dict(grid=(8, 14, 14), groups=(masks.BlockGroup(1, (1.0, 1.0)),)), "masks.groups[0].spatial_scale"),
-    (dict(grid=(8, 14, 14), groups=(masks.BlockGroup(1, (0.5, 0.5), temporal_scale=(0.0, 1.0)),)),
+    (dict(grid=(8, 14, 14), groups=(masks_video.BlockGroup(1, (1.0, 1.0)),)), "masks.groups[0].spatial_scale"),
+    (dict(grid=(8, 14, 14), groups=(masks_video.BlockGroup(1, (0.5, 0.5), temporal_scale=(0.0, 1.0)),)),
      "masks.groups[0].temporal_scale"),
-    (dict(grid=(8, 2, 2), groups=(masks.BlockGroup(1, (0.01, 0.01)),)), "masks.groups[0].spatial_scale"),
-    (dict(grid=(8, 14, 14), groups=(masks.BlockGroup(0, (0.5, 0.5)),)), "masks.groups[0].num_blocks"),
-    (dict(grid=(8, 14, 14), groups=(masks.BlockGroup(1, (0.5, 0.5), aspect=(2.0, 1.0)),)),
+    (dict(grid=(8, 2, 2), groups=(masks_video.BlockGroup(1, (0.01, 0.01)),)), "masks.groups[0].spatial_scale"),
+    (dict(grid=(8, 14, 14), groups=(masks_video.BlockGroup(0, (0.5, 0.5)),)), "masks.groups[0].num_blocks"),
+    (dict(grid=(8, 14, 14), groups=(masks_video.BlockGroup(1, (0.5, 0.5), aspect=(2.0, 1.0)),)),
      "masks.groups[0].aspect"),
-    (dict(grid=(2, 4, 4), groups=(masks.BlockGroup(1, (0.5, 0.5)),), min_context=20), "masks.min_context"),
+    (dict(grid=(2, 4, 4), groups=(masks_video.BlockGroup(1, (0.5, 0.5)),), min_context=20), "masks.min_context"),
     (dict(grid=(8, 14, 14), groups=()), "masks.groups"),
     (dict(grid=(8, 14, 14), groups=(dict(blocks=3),)), "masks.groups[0]"),
     (dict(grid=(14, 14)), "masks.grid"),
 ])
 def test_multiblock3d_impossible_configs_raise(kwargs, key):
   with pytest.raises(ConfigError) as info:
-    masks.MultiBlock3D(**kwargs)
+    masks_video.MultiBlock3D(**kwargs)
   msg = str(info.value)
   assert msg.startswith(key) and "\n" not in msg
 
 
 # ------------------------------------------------------------------------------------------------------------
-# RandomMask2D and mask_stats.
+# mask_stats and raster truncation.
 # ------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("grid", [(2, 2), (4, 4), (14, 14), (7, 12)], ids=lambda g: f"{g[0]}x{g[1]}")
-def test_random_mask_partitions_the_grid(grid):
-  rm = masks.RandomMask2D(grid)
-  n = grid[0] * grid[1]
-  fractions = []
-  for out in _samples(rm):
-    assert out["context_idx"].shape == (rm.num_context,) and out["target_idx"].shape == (1, rm.num_target)
-    assert out["context_idx"].dtype == np.int32 and out["target_valid"].dtype == bool
-    assert out["context_idx"].max() < n and out["target_idx"].max() < n
-    ctx = out["context_idx"][out["context_valid"]]
-    tgt = out["target_idx"][0][out["target_valid"][0]]
-    assert len(ctx) >= 1 and len(tgt) >= 1
-    np.testing.assert_array_equal(np.sort(np.concatenate([ctx, tgt])), np.arange(n))
-    fractions.append(len(ctx) / n)
-  if n >= 100:
-    assert 0.39 <= min(fractions) and max(fractions) <= 0.61 and np.std(fractions) > 0.03
-
-
-def test_random_mask_errors_and_determinism():
-  for kwargs, key in [(dict(grid=(14, 14), context_ratio=(0.4, 1.0)), "masks.context_ratio"),
-                      (dict(grid=(1, 1)), "masks.grid")]:
-    with pytest.raises(ConfigError, match=rf"^{key}="):
-      masks.RandomMask2D(**kwargs)
-  rm = masks.RandomMask2D((14, 14))
-  a, b = rm.sample(np.random.default_rng(1)), rm.sample(np.random.default_rng(1))
-  for key in a:
-    np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_mask_stats():

@@ -62,19 +62,21 @@ for method, name in json.loads(CASES):
     # their parameters by a sizeable fraction of lr; both sides use the same optimizer.
     c.optim.eps = 1e-4
     c.mesh.update(data=DATA, fsdp=FSDP, fsdp_min_size=MIN_SIZE)
-    t = train.Trainer(c, os.path.join(WORKDIR, method), verbose=False)
+    t = train.setup(c, os.path.join(WORKDIR, method), verbose=False)
+    batch_sharding = parallel.batch_sharding(t.mesh)
     it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True),
-                                      batch_size=t.local_batch, seed=c.seed, num_threads=1, prefetch=1)
-    state, losses = t._init(c.seed), []
+                                      batch_size=t.config.train.batch_size // jax.process_count(), seed=c.seed,
+                                      num_threads=1, prefetch=1)
+    state, losses = t.state_def.init(c.seed), []
     for _ in range(STEPS):
-      state, metrics = t.train_step(state, parallel.global_batch(next(it), t.batch_sharding))
+      state, metrics = t.train_step(state, parallel.global_batch(next(it), batch_sharding))
       losses.append(float(metrics["loss"]))
     params = jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]
     out[method] = {
         "devices": jax.device_count(), "losses": losses, "compiles": t.train_step._cache_size(),
         "params": {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist() for k, v in params},
         "specs": {part: specs(state[part]) for part in ("params", "ema", "opt_state")},
-        "ema_target": t.method.ema_target, "batch_spec": str(t.batch_sharding.spec)}
+        "ema_target": t.method.ema_target, "batch_spec": str(batch_sharding.spec)}
   except Exception:  # Reported per method, so one broken method does not hide the others' results.
     out[method] = {"error": traceback.format_exc()[-3000:]}
 print(json.dumps(out))

@@ -48,11 +48,11 @@ def greedy_optimum(goal, horizon):
 # Goal 2.5 full latent steps away: two full steps, a half step, then rest.
 GOAL = (Z0 + 2.5 * BOUND * 0.5 * np.array([0.6, 0.8])).astype(np.float32)
 # Shared configs, so that `plan_jit` compiles each once for the whole file.
-CFGS = {kind: P.PlannerConfig.ebjepa(kind, horizon=5, num_samples=300, num_iterations=20) for kind in ('cem', 'mppi')}
+CFGS = {kind: P.PlannerConfig.ebjepa(kind, horizon=5, num_samples=300, num_iterations=20) for kind in ("cem", "mppi")}
 
 
 def _plan(kind, key, goal=GOAL, **kw):
-  return P.plan_jit(jax.random.key(key), Z0, goal, linear_rollout, kw.pop('cfg', CFGS[kind]), **kw)
+  return P.plan_jit(jax.random.key(key), Z0, goal, linear_rollout, kw.pop("cfg", CFGS[kind]), **kw)
 
 
 def _cost(actions, goal=GOAL):
@@ -61,39 +61,39 @@ def _cost(actions, goal=GOAL):
   return np.sum(np.mean((latents - goal) ** 2, axis=-1))
 
 
-@pytest.mark.parametrize('kind', ['cem', 'mppi'])
+@pytest.mark.parametrize("kind", ["cem", "mppi"])
 def test_sum_cost_reaches_the_closed_form_optimum(kind):
   actions, info = _plan(kind, 0)
   optimum, optimal_cost = greedy_optimum(GOAL, 5)
   assert optimal_cost == pytest.approx(((1.5 * 1.225) ** 2 + (0.5 * 1.225) ** 2) / 2, rel=1e-6)
   # CEM returns the mean; MPPI one elite drawn by weight (its mean is in info): both near the optimum.
-  assert float(info['cost']) == pytest.approx(_cost(actions), rel=1e-4)
+  assert float(info["cost"]) == pytest.approx(_cost(actions), rel=1e-4)
   assert optimal_cost <= _cost(actions) + 1e-4 and _cost(actions) < 1.02 * optimal_cost
-  assert _cost(info['mean']) < 1.01 * optimal_cost
-  np.testing.assert_allclose(np.asarray(info['mean']), optimum, atol=0.2)
+  assert _cost(info["mean"]) < 1.01 * optimal_cost
+  np.testing.assert_allclose(np.asarray(info["mean"]), optimum, atol=0.2)
   np.testing.assert_allclose(np.asarray(actions), optimum, atol=0.3)
-  if kind == 'cem':
-    np.testing.assert_array_equal(np.asarray(actions), np.asarray(info['mean']))
+  if kind == "cem":
+    np.testing.assert_array_equal(np.asarray(actions), np.asarray(info["mean"]))
   assert np.all(np.linalg.norm(np.asarray(actions), axis=-1) <= BOUND + 1e-4)
-  assert info['min_cost'].shape == (20,) and info['min_cost'][-1] <= info['min_cost'][0]
+  assert info["min_cost"].shape == (20,) and info["min_cost"][-1] <= info["min_cost"][0]
 
 
-@pytest.mark.parametrize('kind', ['cem', 'mppi'])
+@pytest.mark.parametrize("kind", ["cem", "mppi"])
 def test_last_step_cost_reaches_the_goal(kind):
   # Goal 5 latent units away in 5 steps: the constant action B^-1 (g - z0) / 5 has norm (5 / 0.5) / 5 = 2,
   # within the bound; it, like any plan with sum_t a_t = B^-1 (g - z0), is optimal (cost 0).
   goal = (Z0 + np.array([3.0, 4.0])).astype(np.float32)
   total = np.linalg.solve(B, goal - Z0)
   assert np.linalg.norm(total / 5) == pytest.approx(2.0, rel=1e-5)
-  cfg = dataclasses.replace(CFGS[kind], cost='last', mppi_output='mean')
+  cfg = dataclasses.replace(CFGS[kind], cost="last", mppi_output="mean")
   actions, info = _plan(kind, 2, goal=goal, cfg=cfg)
   final = Z0 + np.asarray(actions, np.float64).sum(axis=0) @ B.T
-  assert float(info['cost']) == pytest.approx(np.mean((final - goal) ** 2), abs=1e-5)
-  assert float(info['cost']) < 0.02
+  assert float(info["cost"]) == pytest.approx(np.mean((final - goal) ** 2), abs=1e-5)
+  assert float(info["cost"]) < 0.02
   np.testing.assert_allclose(np.asarray(actions).sum(axis=0), total, atol=0.3)
 
 
-@pytest.mark.parametrize('kind', ['cem', 'mppi'])
+@pytest.mark.parametrize("kind", ["cem", "mppi"])
 def test_determinism_from_the_key(kind):
   a, b, c = _plan(kind, 3)[0], _plan(kind, 3)[0], _plan(kind, 4)[0]
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -101,13 +101,13 @@ def test_determinism_from_the_key(kind):
 
 
 def test_batched_planner_matches_single_episodes():
-  cfg = CFGS['cem']
+  cfg = CFGS["cem"]
   planner = P.make_batched_planner(linear_rollout, cfg)
   keys = jax.random.split(jax.random.key(5), 3)
   z0 = jnp.stack([jnp.asarray(Z0)] * 3) + jnp.arange(3.0)[:, None]
   goals = jnp.stack([jnp.asarray(GOAL)] * 3)
   actions, info = planner(keys, z0, goals)
-  assert actions.shape == (3, 5, 2) and info['cost'].shape == (3,)
+  assert actions.shape == (3, 5, 2) and info["cost"].shape == (3,)
   for i in range(3):
     single, _ = P.plan_jit(keys[i], z0[i], goals[i], linear_rollout, cfg)
     np.testing.assert_allclose(np.asarray(actions[i]), np.asarray(single), atol=1e-4)
@@ -117,15 +117,15 @@ def test_horizon_weights_and_steps_left():
   cfg = P.PlannerConfig(horizon=5)
   np.testing.assert_array_equal(np.asarray(P.horizon_weights(cfg)), [1, 1, 1, 1, 1])
   np.testing.assert_array_equal(np.asarray(P.horizon_weights(cfg, 2)), [1, 1, 0, 0, 0])
-  last = P.PlannerConfig(horizon=5, cost='last')
+  last = P.PlannerConfig(horizon=5, cost="last")
   np.testing.assert_array_equal(np.asarray(P.horizon_weights(last)), [0, 0, 0, 0, 1])
   np.testing.assert_array_equal(np.asarray(P.horizon_weights(last, 2)), [0, 1, 0, 0, 0])
   np.testing.assert_array_equal(np.asarray(P.horizon_weights(last, 9)), [0, 0, 0, 0, 1])
   # With 2 steps left only the first two actions are scored: the optimum of a 2-step episode.
-  actions, info = _plan('cem', 6, steps_left=2)
+  actions, info = _plan("cem", 6, steps_left=2)
   optimum, optimal_cost = greedy_optimum(GOAL, 2)
   np.testing.assert_allclose(np.asarray(actions[:2]), optimum, atol=0.2)
-  assert float(info['cost']) < 1.01 * optimal_cost
+  assert float(info["cost"]) < 1.01 * optimal_cost
 
 
 def test_sequence_cost_definition():
@@ -135,35 +135,35 @@ def test_sequence_cost_definition():
   assert float(P.sequence_cost(latents, goal, jnp.array([0.0, 1.0]))) == pytest.approx(10.0)
 
 
-@pytest.mark.parametrize('overrides, key', [
-    ({'num_elites': 300, 'num_samples': 200}, 'num_elites'),
-    ({'horizon': 0}, 'horizon'),
-    ({'num_samples': 0}, 'num_samples'),
-    ({'num_iterations': -1}, 'num_iterations'),
-    ({'action_bound': 0.0}, 'action_bound'),
-    ({'action_bound': -1.0}, 'action_bound'),
-    ({'init_std': 0.0}, 'init_std'),
-    ({'temperature': 0.0}, 'temperature'),
-    ({'momentum': 1.0}, 'momentum'),
-    ({'kind': 'ilqr'}, 'kind'),
-    ({'cost': 'mean'}, 'cost'),
-    ({'mppi_output': 'best'}, 'mppi_output'),
+@pytest.mark.parametrize("overrides, key", [
+    ({"num_elites": 300, "num_samples": 200}, "num_elites"),
+    ({"horizon": 0}, "horizon"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"num_iterations": -1}, "num_iterations"),
+    ({"action_bound": 0.0}, "action_bound"),
+    ({"action_bound": -1.0}, "action_bound"),
+    ({"init_std": 0.0}, "init_std"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"kind": "ilqr"}, "kind"),
+    ({"cost": "mean"}, "cost"),
+    ({"mppi_output": "best"}, "mppi_output"),
 ])
 def test_validate_errors_name_the_key(overrides, key):
   with pytest.raises(ValueError) as err:
     P.validate(P.PlannerConfig(**overrides))
   message = str(err.value)
-  assert f'PlannerConfig.{key}=' in message and '\n' not in message and ': ' in message
+  assert f"PlannerConfig.{key}=" in message and "\n" not in message and ": " in message
   with pytest.raises(ValueError):
     P.plan(jax.random.key(0), Z0, GOAL, linear_rollout, P.PlannerConfig(**overrides))
 
 
 def test_validate_accepts_reference_configs():
-  for kind in ('cem', 'mppi'):
+  for kind in ("cem", "mppi"):
     cfg = P.validate(P.PlannerConfig.ebjepa(kind))
     assert (cfg.horizon, cfg.num_samples, cfg.num_iterations, cfg.num_elites) == (90, 200, 20, 20)
-    assert cfg.init_std == {'cem': 1.5, 'mppi': 2.0}[kind]
-  P.validate(P.PlannerConfig(action_bound=float('inf')))
+    assert cfg.init_std == {"cem": 1.5, "mppi": 2.0}[kind]
+  P.validate(P.PlannerConfig(action_bound=float("inf")))
 
 
 class PointState(NamedTuple):
@@ -181,7 +181,7 @@ def point_rollout(z0, actions):
 
 
 def test_run_episode_reaches_a_free_space_goal():
-  cfg = P.PlannerConfig.ebjepa('cem', horizon=12, num_samples=100, num_iterations=10)
+  cfg = P.PlannerConfig.ebjepa("cem", horizon=12, num_samples=100, num_iterations=10)
   start = PointState(jnp.array([10.0, 10.0]), jnp.int32(0))
   goal = PointState(jnp.array([22.0, 26.0]), jnp.int32(0))  # 20 px away: within 4.5 px after 7 full steps.
   run = jax.jit(functools.partial(P.run_episode, encode_fn=lambda s: s.position, rollout_fn=point_rollout,
@@ -198,7 +198,7 @@ def test_run_episode_reaches_a_free_space_goal():
 
 
 def test_run_episode_chunks_and_warm_start():
-  cfg = P.PlannerConfig.ebjepa('mppi', horizon=8, num_samples=100, num_iterations=8, mppi_output='mean')
+  cfg = P.PlannerConfig.ebjepa("mppi", horizon=8, num_samples=100, num_iterations=8, mppi_output="mean")
   start = PointState(jnp.array([0.0, 0.0]), jnp.int32(0))
   goal = PointState(jnp.array([30.0, 0.0]), jnp.int32(0))
   # 16 steps in plans of 3: 6 plans, the last one executes only 1 step.
@@ -208,7 +208,7 @@ def test_run_episode_chunks_and_warm_start():
   np.testing.assert_allclose(np.asarray(result.positions[1:] - result.positions[:-1]),
                              np.asarray(P.clip_norm(result.actions, BOUND)), atol=1e-5)
   assert float(result.positions[-1, 0]) > 25.0 and bool(result.success)
-  with pytest.raises(ValueError, match='replan_every'):
+  with pytest.raises(ValueError, match="replan_every"):
     P.run_episode(jax.random.key(1), start, goal, lambda s: s.position, point_rollout, point_step, cfg,
                   max_steps=16, replan_every=9)
   np.testing.assert_array_equal(np.asarray(P.shift_plan(jnp.arange(6.0).reshape(3, 2), 1)), [[2, 3], [4, 5], [0, 0]])
@@ -222,7 +222,7 @@ def test_two_rooms_episodes_vmapped():
   goals = jnp.array([[44.0, 18.0], [44.0, 40.0]])  # Level with the door; behind the wall.
   states = tr.EnvState(starts, goals, tr.Layout(jnp.full(2, 32.0), jnp.full(2, 18.0)), jnp.zeros(2, jnp.int32))
   goal_states = jax.vmap(tr.goal_state)(states)
-  cfg = P.PlannerConfig.ebjepa('cem', horizon=12, num_samples=100, num_iterations=8)
+  cfg = P.PlannerConfig.ebjepa("cem", horizon=12, num_samples=100, num_iterations=8)
   runner = P.make_episode_runner(lambda s: s.position, point_rollout, functools.partial(tr.step, cfg=env_cfg), cfg,
                                  max_steps=20)
   result = runner(jax.random.split(jax.random.key(2), 2), states, goal_states)

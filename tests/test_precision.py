@@ -1,4 +1,6 @@
 """Precision and memory options of the step: bf16 compute, rematerialisation, gradient accumulation."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,12 +24,13 @@ def _config(**overrides):
 
 
 def _steps(config, n, tmp_path):
-  """(trainer, state, [metrics]) after n steps on the real pipeline's first n batches."""
-  t = train.Trainer(config, str(tmp_path), verbose=False)
-  it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True), batch_size=t.local_batch,
+  """(run, state, [metrics], batches) after n steps on the real pipeline's first n batches."""
+  t = train.setup(config, str(tmp_path), verbose=False)
+  local_batch = t.config.train.batch_size // jax.process_count()
+  it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True), batch_size=local_batch,
                                     seed=config.seed, num_threads=1, prefetch=1)
-  batches = [parallel.global_batch(next(it), t.batch_sharding) for _ in range(n)]
-  state, metrics = t._init(config.seed), []  # pylint: disable=protected-access
+  batches = [parallel.global_batch(next(it), parallel.batch_sharding(t.mesh)) for _ in range(n)]
+  state, metrics = t.state_def.init(config.seed), []
   for b in batches:
     state, m = t.train_step(state, b)
     metrics.append(jax.device_get(m))
@@ -58,7 +61,8 @@ def test_remat_changes_memory_not_results(tmp_path):
   _, plain, _, _ = _steps(_config(model__remat=False), 2, tmp_path / "plain")
   _close(state["params"], plain["params"], atol=1e-6)
   # Wired through jepa/models/factory.py into both the encoder and the predictor: checkpointed block calls.
-  jaxpr = str(jax.make_jaxpr(t._train_step)(state, batches[0]))  # pylint: disable=protected-access
+  step = functools.partial(train.train_step, t.config, t.state_def)  # The step before jit.
+  jaxpr = str(jax.make_jaxpr(step)(state, batches[0]))
   assert jaxpr.count("checkpoint[") + jaxpr.count("remat") >= 3  # 2 encoder blocks + 1 predictor block
 
 
@@ -78,4 +82,4 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
 
 def test_grad_accumulation_must_divide_the_batch(tmp_path):
   with pytest.raises(ConfigError, match=r"train.grad_accum_steps=3 micro-batches"):
-    train.Trainer(_config(train__grad_accum_steps=3), str(tmp_path), verbose=False)
+    train.setup(_config(train__grad_accum_steps=3), str(tmp_path), verbose=False)

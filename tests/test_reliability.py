@@ -2,7 +2,7 @@
 
 tests/test_train.py covers exact resume after `stop_at` and the NaN guard on every step; these tests add real
 signals, damaged checkpoints, a NaN at one step, and bad configs / files. Runs are tiny (a few steps of the
-`tiny` preset); a Trainer is re-run rather than rebuilt where possible: `run()` reuses its compiled step.
+`tiny` preset); a Run is re-fit rather than set up again where possible: `train.fit` reuses its compiled step.
 """
 import json
 import os
@@ -94,8 +94,8 @@ def test_signal_resume_and_corrupt_latest_checkpoint_continue_identically(tmp_pa
   """SIGTERM mid-run -> checkpoint; a platform preemption notice -> checkpoint; resume to the end; then a
   damaged newest checkpoint and a leftover Orbax tmp folder -> warning, fallback to the previous checkpoint,
   and the same final params and losses again."""
-  trainer = train.Trainer(_config(num_steps=6, checkpoint_every=2, log_every=1), str(tmp_path))
-  step_fn, calls = trainer.train_step, []
+  run = train.setup(_config(num_steps=6, checkpoint_every=2, log_every=1), str(tmp_path))
+  step_fn, calls = run.train_step, []
 
   def signalling_step(state, batch):
     calls.append(None)
@@ -103,31 +103,31 @@ def test_signal_resume_and_corrupt_latest_checkpoint_continue_identically(tmp_pa
       os.kill(os.getpid(), signal.SIGTERM)  # Arrives mid-step: step 3 completes, then the loop saves.
     return step_fn(state, batch)
 
-  trainer.train_step = signalling_step
-  assert trainer.run() == {"step": 3, "preempted": True}
+  run.train_step = signalling_step
+  assert train.fit(run)[1] == {"step": 3, "preempted": True}
   assert "received SIGTERM: saved a checkpoint at step 3" in capsys.readouterr().out
-  trainer.train_step = step_fn
+  run.train_step = step_fn
   # Orbax's preemption sync point (multi-host platforms) at step 5, as JAX's preemption service would signal.
   with monkeypatch.context() as m:
     m.setattr(checkpoint_lib.Checkpointer, "reached_preemption", lambda self, step: step == 5)
-    assert trainer.run() == {"step": 5, "preempted": True}
+    assert train.fit(run)[1] == {"step": 5, "preempted": True}
   out = capsys.readouterr().out
   assert "resumed from step 3" in out and "preemption notice: saved a checkpoint at step 5" in out, out
-  trainer.run()
+  state, _ = train.fit(run)
   assert "resumed from step 5" in capsys.readouterr().out
-  final, rows = _params(trainer.state), _rows(tmp_path)
+  final, rows = _params(state), _rows(tmp_path)
   assert [r["step"] for r in rows] == list(range(1, 7))
 
   ckpts = tmp_path / "checkpoints"
   assert sorted(os.listdir(ckpts)) == ["4", "5", "6"]
   _flip_a_byte(ckpts / "6")
   os.makedirs(ckpts / "8.orbax-checkpoint-tmp" / "state")  # What a kill -9 during an async save leaves.
-  trainer.run()
+  state, _ = train.fit(run)
   out = capsys.readouterr().out
   assert "WARNING: checkpoint 6 is unreadable" in out and "resumed from step 5" in out, out
   assert (tmp_path / "checkpoints.corrupt" / "6").is_dir()  # Moved aside, so step 6 could be saved again.
   assert sorted(os.listdir(ckpts)) == ["4", "5", "6"]  # The tmp folder is gone.
-  for a, b in zip(final, _params(trainer.state)):
+  for a, b in zip(final, _params(state)):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
   again = _rows(tmp_path)
   assert [r["step"] for r in again] == list(range(1, 7))
@@ -176,17 +176,17 @@ def _image_folder(root, corrupt):
           cls / f"{i:02d}.png")
 
 
-def _poison_step(trainer, bad_step):
+def _poison_step(run, bad_step):
   """Makes the loss (and so the gradient) NaN at `bad_step` only; the step's key identifies it inside jit."""
-  loss = trainer.method.loss
-  bad_key = jax.random.key_data(jax.random.fold_in(jax.random.key(trainer.config.seed), bad_step))
+  loss = run.method.loss
+  bad_key = jax.random.key_data(jax.random.fold_in(jax.random.key(run.config.seed), bad_step))
 
   def poisoned(model, target, batch, rng):
     value, metrics = loss(model, target, batch, rng)
     hit = jnp.all(jax.random.key_data(rng) == bad_key)
     return value * jnp.where(hit, jnp.nan, 1.0), metrics
 
-  trainer.method.loss = poisoned
+  run.method.loss = poisoned
 
 
 def test_nan_step_skipped_and_counted_corrupt_images_skipped_and_counted(tmp_path):
@@ -198,10 +198,10 @@ def test_nan_step_skipped_and_counted_corrupt_images_skipped_and_counted(tmp_pat
   train_files = sources.get_source(c.data, "train")
   bad_names = ("03.png", "08.png", "13.png")  # At least one is in the train split (not carved out for eval).
   assert any(train_files.source.files[i].endswith(bad_names) for i in train_files.indices)
-  trainer = train.Trainer(c, str(tmp_path / "run"), verbose=False)
-  _poison_step(trainer, 2)
-  trainer.run()
-  assert int(trainer.state["skipped"]) == 1 and int(trainer.state["first_bad_step"]) == 2
+  run = train.setup(c, str(tmp_path / "run"), verbose=False)
+  _poison_step(run, 2)
+  state, _ = train.fit(run)
+  assert int(state["skipped"]) == 1 and int(state["first_bad_step"]) == 2
   rows = _rows(tmp_path / "run")
   assert [r["skipped_steps"] for r in rows] == [0, 0, 1, 1]
   assert not np.isfinite(rows[2]["loss"]) and np.isfinite(rows[3]["loss"])
@@ -262,7 +262,7 @@ def test_bad_config_one_line_error(config, devices, words):
   _assert_one_line(excinfo, words)
 
 
-TRAINER_CASES = [  # Caught while the Trainer is built: before anything compiles.
+SETUP_CASES = [  # Caught by train.setup: before anything compiles.
     (_set("method", "dino"), ConfigError, ["method='dino' is unknown; choose one of"]),
     (_set("masks.target_scale", (0.9, 0.95)), ConfigError,
      ["masks.target_scale=(0.9, 0.95) lets one target block cover the whole 4x4 grid",
@@ -279,10 +279,10 @@ TRAINER_CASES = [  # Caught while the Trainer is built: before anything compiles
 ]
 
 
-@pytest.mark.parametrize("config,error,words", TRAINER_CASES)
-def test_bad_config_stops_trainer_construction(tmp_path, config, error, words):
+@pytest.mark.parametrize("config,error,words", SETUP_CASES)
+def test_bad_config_stops_setup(tmp_path, config, error, words):
   with pytest.raises(error) as excinfo:
-    train.Trainer(config, str(tmp_path), verbose=False)
+    train.setup(config, str(tmp_path), verbose=False)
   _assert_one_line(excinfo, words)
 
 
@@ -328,9 +328,9 @@ def test_bad_data_files_one_line_errors(tmp_path):
 
 def test_unwritable_workdir_one_line_error(tmp_path):
   (tmp_path / "file").write_text("")
-  trainer = train.Trainer(_config(), str(tmp_path / "file" / "run"), verbose=False)
+  run = train.setup(_config(), str(tmp_path / "file" / "run"), verbose=False)
   with pytest.raises(ConfigError) as excinfo:
-    trainer.run()
+    train.fit(run)
   _assert_one_line(excinfo, ["file/run cannot be created", "pass a writable folder"])
 
 

@@ -55,14 +55,14 @@ def test_tiny_run_writes_evaluations_alarm_pictures_and_report(tmp_path):
   c.eval.few_shot.update(trials=1)
   c.train.update(num_steps=6, log_every=1, checkpoint_every=0, collapse_alarm=0.3, collapse_alarm_logs=3)
   workdir = str(tmp_path / "run")
-  trainer = train.Trainer(c, workdir, verbose=False)
+  run = train.setup(c, workdir, verbose=False)
   # Watch the learning rate, which warms up then decays: the alarm step follows from the schedule alone.
-  trainer.method.collapse_monitors = ("lr",)
-  lrs = [float(trainer.lr_fn(s)) for s in range(6)]               # logged at steps 1..6
+  run.method.collapse_monitors = ("lr",)
+  lrs = [float(run.state_def.lr_fn(s)) for s in range(6)]         # logged at steps 1..6
   early = np.mean(lrs[:3])
   expected = [s + 1 for s in range(3, 6) if lrs[s] < 0.3 * early]
   assert expected, "the schedule must cross the threshold for this test to mean anything"
-  results = trainer.run()
+  _, results = train.fit(run)
 
   rows = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   final = {k: v for r in rows if r["step"] == 6 for k, v in r.items()}
@@ -81,8 +81,8 @@ def test_tiny_run_writes_evaluations_alarm_pictures_and_report(tmp_path):
   for rel in results["pictures"].values():
     with Image.open(os.path.join(workdir, rel)) as im:
       assert im.format == "PNG" and im.size[0] > 0
-  subset = pictures._examples(trainer)  # pylint: disable=protected-access
-  rows_drawn = pictures.mask_rows(trainer.method, subset, c.seed)
+  subset = pictures._examples(run.config)  # pylint: disable=protected-access
+  rows_drawn = pictures.mask_rows(run.method, subset, c.seed)
   scale = pictures._scale(c.data.image_size)  # pylint: disable=protected-access
   pixels = _read(os.path.join(workdir, results["pictures"]["masks"]))
   corners, (height, _) = _layout(rows_drawn, scale)
@@ -118,7 +118,7 @@ def test_pictures_are_redrawn_at_every_evaluation(tmp_path):
   c.eval.update(every=2, pictures=True, report=False, random_baseline=False, picture_examples=1)
   c.train.update(num_steps=4, log_every=1, checkpoint_every=0)
   workdir = str(tmp_path / "run")
-  assert train.Trainer(c, workdir, verbose=False).run(stop_at=2)["preempted"]
+  assert train.fit(train.setup(c, workdir, verbose=False), stop_at=2)[1]["preempted"]
   for name in ("curves", "evaluations", "masks", "pca"):
     with Image.open(os.path.join(workdir, "pictures", f"{name}.png")) as im:
       assert im.format == "PNG" and min(im.size) > 0, name

@@ -6,7 +6,6 @@ offsets and strides, and tensors that shared a storage must share memory. Pickle
 tensors, dicts, lists and numbers (os.system, a model class, a state set on a foreign object) are refused
 before anything is called. The hand-made files below need no torch; the rest skip without it.
 """
-import collections
 import io
 import os
 import pickle

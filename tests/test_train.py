@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from jepa import evaluate
 from jepa import train
 from tests.helpers import load_config
 
@@ -24,58 +25,57 @@ def _params(state):
 
 
 def test_compiles_once_over_many_steps(tmp_path):
-  trainer = train.Trainer(_config(num_steps=6, checkpoint_every=0), str(tmp_path), verbose=False)
-  trainer.run()
-  assert trainer.train_step._cache_size() == 1  # pylint: disable=protected-access
+  run = train.setup(_config(num_steps=6, checkpoint_every=0), str(tmp_path), verbose=False)
+  train.fit(run)
+  assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_resume_continues_exactly(tmp_path):
-  straight = train.Trainer(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "a"), verbose=False)
-  straight.run()
-  first = train.Trainer(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "b"), verbose=False)
-  assert first.run(stop_at=3)["preempted"]
-  resumed = train.Trainer(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "b"), verbose=False)
-  resumed.run()
-  assert int(resumed.state["step"]) == 6
-  for a, b in zip(_params(straight.state), _params(resumed.state)):
+  straight, _ = train.train_and_evaluate(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "a"))
+  _, first = train.train_and_evaluate(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "b"), stop_at=3)
+  assert first["preempted"]
+  resumed, _ = train.train_and_evaluate(_config(num_steps=6, checkpoint_every=0), str(tmp_path / "b"))
+  assert int(resumed["step"]) == 6
+  for a, b in zip(_params(straight), _params(resumed)):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
-  for a, b in zip(jax.tree.leaves(straight.state["ema"]), jax.tree.leaves(resumed.state["ema"])):
+  for a, b in zip(jax.tree.leaves(straight["ema"]), jax.tree.leaves(resumed["ema"])):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
-def _poison(trainer):
+def _poison(run):
   """Makes every loss NaN (as a diverging run would), before the step is traced."""
-  loss = trainer.method.loss
+  loss = run.method.loss
 
   def nan_loss(*args):
     value, metrics = loss(*args)
     return value * float("nan"), metrics
 
-  trainer.method.loss = nan_loss
+  run.method.loss = nan_loss
 
 
 def test_nan_guard_skips_updates(tmp_path):
-  trainer = train.Trainer(_config(num_steps=4, checkpoint_every=2), str(tmp_path), verbose=False)
-  initial = _params(trainer._init(trainer.config.seed))  # pylint: disable=protected-access
-  _poison(trainer)
+  run = train.setup(_config(num_steps=4, checkpoint_every=2), str(tmp_path), verbose=False)
+  initial = _params(run.state_def.init(run.config.seed))
+  _poison(run)
   # Every step skipped: the run trains nothing, so it ends with an error (after writing its results) instead of
   # reporting an untrained model as a result.
   with pytest.raises(train.TrainingStopped, match="4 of 4 steps were skipped .* first at step 0"):
-    trainer.run()
+    train.fit(run)
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["skipped_steps"] == 4 and "4 of 4 steps were skipped" in results["health"]
-  assert int(trainer.state["skipped"]) == 4
-  assert int(trainer.state["first_bad_step"]) == 0
-  for a, b in zip(initial, _params(trainer.state)):  # no update was applied; checkpoints hold finite values
+  _, state, _ = evaluate.restore(run.config, str(tmp_path))  # The final checkpoint.
+  assert int(state["skipped"]) == 4
+  assert int(state["first_bad_step"]) == 0
+  for a, b in zip(initial, _params(state)):  # no update was applied; checkpoints hold finite values
     np.testing.assert_array_equal(a, b)
 
 
 def test_nan_guard_stops_naming_the_step(tmp_path):
   c = _config(num_steps=4, checkpoint_every=0, nan_policy="stop", log_every=1)
-  trainer = train.Trainer(c, str(tmp_path), verbose=False)
-  _poison(trainer)
+  run = train.setup(c, str(tmp_path), verbose=False)
+  _poison(run)
   with pytest.raises(train.TrainingStopped, match="non-finite loss or gradient at step 0"):
-    trainer.run()
+    train.fit(run)
 
 
 @pytest.mark.parametrize("name", ["ijepa_vit", "iwm_vit", "lejepa_vit", "vjepa_vit"])
@@ -118,13 +118,13 @@ def test_methods_pass_their_key_to_the_trained_encoders_drop_path(name):
 def test_resume_refuses_a_changed_config_and_rewrites_config_json(tmp_path):
   """A resume may change num_steps / logging / eval (config.json is rewritten to say so), nothing else: a changed
   lr or seed is refused naming each key, before anything trains."""
-  assert train.Trainer(_config(num_steps=4, checkpoint_every=2), str(tmp_path), verbose=False).run(stop_at=2)
+  assert train.train_and_evaluate(_config(num_steps=4, checkpoint_every=2), str(tmp_path), stop_at=2)[1]
   changed = _config(num_steps=4, checkpoint_every=2)
   changed.optim.lr, changed.seed = 0.5, 7
   with pytest.raises(train.ConfigError, match=r"another config: optim.lr \(0.001 -> 0.5\), seed \(0 -> 7\); "):
-    train.Trainer(changed, str(tmp_path), verbose=False).run()
-  longer = train.Trainer(_config(num_steps=6, checkpoint_every=2, log_every=3), str(tmp_path), verbose=False)
-  assert longer.run()["step"] == 6
+    train.train_and_evaluate(changed, str(tmp_path))
+  longer = _config(num_steps=6, checkpoint_every=2, log_every=3)
+  assert train.train_and_evaluate(longer, str(tmp_path))[1]["step"] == 6
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["train"]["num_steps"] == 6 and saved["train"]["log_every"] == 3
 

@@ -151,7 +151,7 @@ def test_normalize_observation_matches_its_definition():
     np.testing.assert_allclose(out[..., c], (u - mean) / (std + 1e-6), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('level', ['normal', 'easy'])
+@pytest.mark.parametrize("level", ["normal", "easy"])
 def test_episodes_start_and_goal_in_opposite_rooms(level):
   cfg = tr.EnvConfig(level=level)
   states = jax.vmap(lambda k: tr.sample_episode(k, cfg))(jax.random.split(jax.random.key(5), 2000))
@@ -163,11 +163,11 @@ def test_episodes_start_and_goal_in_opposite_rooms(level):
   assert np.all(np.maximum(start[:, 0], goal[:, 0]) >= wall + 3.6 - 1e-4)
   both = np.concatenate([start, goal])
   assert both[:, 1].min() >= 6.6 - 1e-4 and both[:, 1].max() <= 57.4 + 1e-4  # 4 + 2 sigma .. 64 - (4 + 2 sigma)
-  x_pad = 6.6 if level == 'normal' else 5.0  # 'easy' x ranges ignore the dot padding (env.py).
+  x_pad = 6.6 if level == "normal" else 5.0  # 'easy' x ranges ignore the dot padding (env.py).
   assert both[:, 0].min() >= x_pad - 1e-4 and both[:, 0].max() <= 64 - x_pad + 1e-4
   assert 0.45 < start_left.mean() < 0.55  # Either room holds the start half of the time.
   assert np.all(np.asarray(states.t) == 0)
-  if level == 'easy':  # Within [ceil(18/4), ceil(3 * 18/4)] = [5, 14] px of the wall, 14 rows of the door.
+  if level == "easy":  # Within [ceil(18/4), ceil(3 * 18/4)] = [5, 14] px of the wall, 14 rows of the door.
     gap = np.where(start_left, wall - 1 - start[:, 0], start[:, 0] - wall - 1)
     assert gap.min() >= 5 - 1e-4 and gap.max() <= 14 + 1e-4
     assert np.abs(start[:, 1] - door).max() <= 14 + 1e-4
@@ -177,10 +177,10 @@ def test_episodes_start_and_goal_in_opposite_rooms(level):
 
 
 def test_easy_level_validation():
-  with pytest.raises(ValueError, match='easy_distance'):
-    tr.EnvConfig(level='easy', easy_distance=40.0)
-  with pytest.raises(ValueError, match='level'):
-    tr.EnvConfig(level='hard')
+  with pytest.raises(ValueError, match="easy_distance"):
+    tr.EnvConfig(level="easy", easy_distance=40.0)
+  with pytest.raises(ValueError, match="level"):
+    tr.EnvConfig(level="hard")
 
 
 def test_jit_and_vmap_match_unbatched():

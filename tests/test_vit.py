@@ -1,6 +1,7 @@
 """Tests for the ViT encoder and the position encodings (tiny sizes, CPU)."""
 
 import math
+import types
 
 from flax import nnx
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from jepa.errors import ConfigError
+from jepa.models import factory
 from jepa.models import posemb
 from jepa.models import vit as vit_lib
 
@@ -306,7 +308,9 @@ def test_qkv_split_is_3_heads_head_dim():
 
 
 def test_param_count_vit_b16():
-  abstract = nnx.eval_shape(lambda: vit_lib.vit("base", image_size=224, patch_size=16, rngs=nnx.Rngs(0)))
+  width, depth, heads, mlp_ratio = vit_lib.VIT_SIZES["base"]
+  abstract = nnx.eval_shape(lambda: vit_lib.ViT(image_size=224, patch_size=16, width=width, depth=depth, heads=heads,
+                                                mlp_ratio=mlp_ratio, rngs=nnx.Rngs(0)))
   count = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
   # 12 blocks x 7,087,872 + patch embed 590,592 + final norm 1,536. The reference state dict adds the fixed
   # pos_embed (196 x 768 = 150,528) for ~85.8M; here the table is not a parameter.
@@ -315,8 +319,9 @@ def test_param_count_vit_b16():
 
 
 def test_giant_mlp_hidden_and_sizes():
-  abstract = nnx.eval_shape(lambda: vit_lib.vit("giant_xformers", image_size=32, patch_size=16, depth=1,
-                                                rngs=nnx.Rngs(0)))
+  width, _, heads, mlp_ratio = vit_lib.VIT_SIZES["giant_xformers"]
+  abstract = nnx.eval_shape(lambda: vit_lib.ViT(image_size=32, patch_size=16, width=width, depth=1, heads=heads,
+                                                mlp_ratio=mlp_ratio, rngs=nnx.Rngs(0)))
   assert abstract.blocks[0].mlp.fc1.kernel.shape == (1408, 6144)
   assert abstract.blocks[0].attn.head_dim == 64
   assert vit_lib.VIT_SIZES["gigantic"] == (1664, 48, 16, 4.0)
@@ -367,7 +372,7 @@ def test_config_errors():
   with pytest.raises(ConfigError, match="data.image_size"):
     _tiny(image_size=18)
   with pytest.raises(ConfigError, match="model.encoder.size"):
-    vit_lib.vit("enormous", image_size=16, patch_size=4, rngs=nnx.Rngs(0))
+    factory.encoder_dims(types.SimpleNamespace(size="enormous"))  # The named sizes are resolved here.
 
 
 # ---------------------------------------------------------------------------------------------------------

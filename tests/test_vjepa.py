@@ -187,9 +187,9 @@ def test_default_heads():
 def test_compiles_once_and_probes(tmp_path):
   c = _config(num_steps=4, checkpoint_every=0)
   c.eval.update(probe=True, random_baseline=True)
-  trainer = train.Trainer(c, str(tmp_path), verbose=False)
-  results = trainer.run()
-  assert trainer.train_step._cache_size() == 1  # pylint: disable=protected-access
+  run = train.setup(c, str(tmp_path), verbose=False)
+  _, results = train.fit(run)
+  assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
   assert set(results["attentive_probe"]) == {"trained", "random_init"}
   assert all(0.0 <= v <= 1.0 for v in results["attentive_probe"].values())
 
@@ -202,9 +202,8 @@ c = load_config("vjepa_vit", "tiny")
 c.eval.probe = False
 c.train.update(num_steps=2, checkpoint_every=0)
 c.mesh.update(data={data}, fsdp={fsdp}, fsdp_min_size=64)
-t = train.Trainer(c, "{workdir}", verbose=False)
-t.run()
-leaves = jax.tree.leaves(jax.device_get((t.state["params"], t.state["ema"])))
+state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
+leaves = jax.tree.leaves(jax.device_get((state["params"], state["ema"])))
 params = [np.asarray(x).ravel().tolist() for x in leaves]
 print(json.dumps({{"devices": jax.device_count(), "params": params}}))
 """

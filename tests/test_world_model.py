@@ -1,6 +1,6 @@
 """The action-conditioned world model (jepa/methods/world_model.py), its data source, the planning evaluator and
 jepa.plan: loss terms against NumPy, the GRU against a hand-rolled NumPy GRU and torch.nn.GRU, the encoder
-against a PyTorch build of EB-JEPA's IMPALA stack, training through train.Trainer, exact resume, the CLI.
+against a PyTorch build of EB-JEPA's IMPALA stack, training through train.fit, exact resume, the CLI.
 """
 import json
 import os
@@ -257,7 +257,7 @@ def test_config_checks_name_the_key():
       section, name = key.split(".")
       c[section][name] = value
     with pytest.raises(ConfigError, match=re.escape(message)):
-      train.Trainer(c, "/nonexistent/never/created", verbose=False)
+      train.setup(c, "/nonexistent/never/created", verbose=False)
   c = load_config("world_model", "tiny")
   c.data.unknown_key = 1  # Base sections still refuse unknown keys.
   with pytest.raises(ConfigError, match="data.unknown_key is unknown"):
@@ -267,14 +267,16 @@ def test_config_checks_name_the_key():
 # --- training, resume, planning, CLI ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A tiny world model trained 6 steps through train.Trainer, with the planning evaluator at the end."""
+  """A tiny world model trained 6 steps through train.fit, with the planning evaluator at the end:
+  (workdir, run, final state, results)."""
   workdir = str(tmp_path_factory.mktemp("wm"))
-  trainer = train.Trainer(load_config("world_model", "tiny"), workdir, verbose=False)
-  return workdir, trainer, trainer.run()
+  run = train.setup(load_config("world_model", "tiny"), workdir, verbose=False)
+  state, results = train.fit(run)
+  return workdir, run, state, results
 
 
-def test_trainer_trains_and_the_planning_evaluator_returns_a_fraction(trained):
-  workdir, trainer, results = trained
+def test_fit_trains_and_the_planning_evaluator_returns_a_fraction(trained):
+  workdir, run, state, results = trained
   assert results["step"] == 6 and not results["health"]
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8")]
   train_rows = [r for r in rows if "loss" in r]
@@ -284,21 +286,21 @@ def test_trainer_trains_and_the_planning_evaluator_returns_a_fraction(trained):
   assert 0 <= results["plan_steps"]["trained"] <= 8 and results["plan_seconds_per_episode"]["trained"] > 0
   assert "linear_probe" not in results  # No labels, no probe.
   # The evaluator called directly on the trained state: the same episodes, the same outcome.
-  again = trainer.method.extra_evaluations(trainer, trainer.state)
+  again = run.method.extra_evaluations(state, run.state_def.models, run.mesh)
   assert again["plan_success"] == success and again["plan_final_distance"] == pytest.approx(
       results["plan_final_distance"]["trained"], abs=1e-4)
 
 
 def test_resume_continues_exactly(tmp_path, trained):
-  _, straight, _ = trained
+  _, _, straight, _ = trained
   config = load_config("world_model", "tiny")
   config.eval.probe = False
-  assert train.Trainer(config, str(tmp_path), verbose=False).run(stop_at=3)["preempted"]
-  resumed = train.Trainer(config, str(tmp_path), verbose=False)
-  resumed.run()
-  assert int(resumed.state["step"]) == 6
-  for a, b in zip(jax.tree.leaves(jax.device_get(straight.state["params"])),
-                  jax.tree.leaves(jax.device_get(resumed.state["params"]))):
+  run = train.setup(config, str(tmp_path), verbose=False)
+  assert train.fit(run, stop_at=3)[1]["preempted"]
+  resumed, _ = train.fit(train.setup(config, str(tmp_path), verbose=False))
+  assert int(resumed["step"]) == 6
+  for a, b in zip(jax.tree.leaves(jax.device_get(straight["params"])),
+                  jax.tree.leaves(jax.device_get(resumed["params"]))):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
@@ -309,7 +311,7 @@ def _plan_cli(*args):
 
 
 def test_plan_cli_and_its_bad_input_lines(trained, tmp_path):
-  workdir, _, _ = trained
+  workdir, _, _, _ = trained
   other = str(tmp_path / "lejepa")
   run_config.save(load_config("lejepa_vit", "tiny"), other)
   # Every bad input is refused by plan.check (what the command calls before restoring anything) with one line

@@ -94,7 +94,7 @@ def _resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: t
     out = np.asarray(pil.resize((out_w, out_h), Image.BILINEAR, box=box), dtype=np.uint8)
     return to_float(out.reshape(out_h, out_w, channels))
   img = to_float(img)
-  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, c]), mode='F').resize(
+  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, c]), mode="F").resize(
       (out_w, out_h), Image.BILINEAR, box=box)) for c in range(channels)]
   return np.stack(planes, axis=-1).astype(np.float32, copy=False)
 
@@ -149,7 +149,7 @@ def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int | t
   top, left, h, w = crop_params(height, width, rng, scale, ratio)
   out = _resize_box(img, (left, top, left + w, top + h), _size2(size), crop_first=True)
   crop = np.asarray([top / height, left / width, h / height, w / width], np.float32)
-  return out, {'crop': crop}
+  return out, {"crop": crop}
 
 
 def center_crop_resize(img: np.ndarray, size: int | tuple[int, int],
@@ -175,7 +175,7 @@ def hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> tuple[np
   """Flips left-right with probability ``p``. Returns float32 [0, 1] and ``{'flip': bool}``."""
   flip = bool(rng.uniform() < p)
   img = to_float(img)
-  return (img[:, ::-1] if flip else img), {'flip': np.bool_(flip)}
+  return (img[:, ::-1] if flip else img), {"flip": np.bool_(flip)}
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -268,8 +268,8 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = 
     img = adjust_contrast(img, c)
     img = adjust_saturation(img, s)
     img = adjust_hue(img, h)
-  params = {'brightness': np.float32(b), 'contrast': np.float32(c), 'saturation': np.float32(s),
-            'hue': np.float32(h), 'applied': np.bool_(apply)}
+  params = {"brightness": np.float32(b), "contrast": np.float32(c), "saturation": np.float32(s),
+            "hue": np.float32(h), "applied": np.bool_(apply)}
   return img, params
 
 
@@ -278,9 +278,9 @@ def jitter_action(params: Params) -> np.ndarray:
 
   Use this as the colour part of an IWM action vector.
   """
-  if not bool(params['applied']):
+  if not bool(params["applied"]):
     return np.asarray([1.0, 1.0, 1.0, 0.0], np.float32)
-  keys = ('brightness', 'contrast', 'saturation', 'hue')
+  keys = ("brightness", "contrast", "saturation", "hue")
   return np.asarray([params[k] for k in keys], np.float32)
 
 
@@ -293,7 +293,7 @@ def grayscale(img: np.ndarray, rng: np.random.Generator, p: float = 0.2) -> tupl
   img = to_float(img)
   if apply and img.shape[-1] != 1:
     img = np.repeat(_gray(img), img.shape[-1], axis=-1)
-  return img, {'grayscale': np.bool_(apply)}
+  return img, {"grayscale": np.bool_(apply)}
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -308,7 +308,7 @@ def _blur_axis(img: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
   radius = len(kernel) // 2
   n = img.shape[axis]
   # 'reflect' padding needs radius < n; for tiny images fall back to edge-symmetric padding.
-  mode = 'reflect' if radius < n else 'symmetric'
+  mode = "reflect" if radius < n else "symmetric"
   pad = [(0, 0)] * img.ndim
   pad[axis] = (radius, radius)
   padded = np.pad(img, pad, mode=mode)
@@ -332,7 +332,7 @@ def gaussian_blur(img: np.ndarray, rng: np.random.Generator, p: float = 0.5,
   if apply:
     kernel = _gaussian_kernel(s)
     img = _blur_axis(_blur_axis(img, kernel, 0), kernel, 1)
-  return img, {'blur': np.bool_(apply), 'sigma': np.float32(s)}
+  return img, {"blur": np.bool_(apply), "sigma": np.float32(s)}
 
 
 def solarize(img: np.ndarray, rng: np.random.Generator, p: float = 0.2,
@@ -345,7 +345,7 @@ def solarize(img: np.ndarray, rng: np.random.Generator, p: float = 0.2,
   img = to_float(img)
   if apply:
     img = np.where(img >= np.float32(threshold), np.float32(1.0) - img, img)
-  return img, {'solarize': np.bool_(apply)}
+  return img, {"solarize": np.bool_(apply)}
 
 
 def normalize(img: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN,
@@ -362,5 +362,5 @@ def normalize(img: np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN,
     if img.shape[-1] == 1:
       mean_a, std_a = mean_a.mean(keepdims=True), std_a.mean(keepdims=True)
     else:
-      raise ValueError(f'normalize: image has {img.shape[-1]} channels, statistics have {mean_a.size}')
+      raise ValueError(f"normalize: image has {img.shape[-1]} channels, statistics have {mean_a.size}")
   return (img - mean_a) * (np.float32(1.0) / std_a)

@@ -97,12 +97,12 @@ def make_train_iterator(source: Any, example_fn: ExampleFn, *, batch_size: int, 
     ``get_state`` / ``set_state`` and grain's orbax checkpoint handlers.
   """
   if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} not in [0, process_count={process_count})')
+    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
   if len(source) == 0:
     raise DataError(f'{getattr(source, "name", "source")} has no examples; check the data config')
-  if getattr(source, 'skip_corrupt', False):  # get_source(data.skip_corrupt=True): it skips and counts itself.
+  if getattr(source, "skip_corrupt", False):  # get_source(data.skip_corrupt=True): it skips and counts itself.
     corrupt = source
   else:
     corrupt = SkipCorrupt(source) if skip_corrupt else None
@@ -163,9 +163,9 @@ def eval_batches(source: Any, example_fn: ExampleFn, *, batch_size: int, process
     Dicts of stacked arrays, leading axis ``batch_size``, plus ``'mask'``.
   """
   if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} not in [0, process_count={process_count})')
+    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
   n = len(source)
   if n == 0:
     return
@@ -180,7 +180,7 @@ def eval_batches(source: Any, example_fn: ExampleFn, *, batch_size: int, process
 
   def load(i: int) -> Example:
     out = dict(example_fn(dict(source[indices[i]]), _eval_rng(seed, indices[i])))
-    out['mask'] = np.bool_(real[i])
+    out["mask"] = np.bool_(real[i])
     return out
 
   ds = grain.MapDataset.range(len(indices)).map(load).batch(batch_size, drop_remainder=False)
@@ -196,7 +196,7 @@ def _skipping_readers(source: Any) -> list[Any]:
     seen.add(id(source))
     if isinstance(source, sources.SkipsCorrupt) and (isinstance(source, SkipCorrupt) or source.skip_corrupt):
       found.append(source)
-    source = getattr(source, 'source', None)
+    source = getattr(source, "source", None)
   return found
 
 
@@ -209,7 +209,7 @@ def _report_replaced(source: Any) -> None:
       reader.reported.update(new)
       total = len(reader.skipped_indices)
     if new:
-      shown = ', '.join(str(i) for i in new[:5]) + (', ...' if len(new) > 5 else '')
+      shown = ", ".join(str(i) for i in new[:5]) + (", ..." if len(new) > 5 else "")
       where = f'position{"s" if len(new) > 1 else ""} {shown}'
-      print(f'WARNING: data.skip_corrupt: {len(new)} unreadable example(s) of {reader.name} ({where}) '
-            f'replaced by the next readable one in evaluation ({total} in all so far)', flush=True)
+      print(f"WARNING: data.skip_corrupt: {len(new)} unreadable example(s) of {reader.name} ({where}) "
+            f"replaced by the next readable one in evaluation ({total} in all so far)", flush=True)

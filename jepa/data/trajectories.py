@@ -193,14 +193,14 @@ class TwoRoomsTrajectories:
 
   def __init__(self, seed: int, num_examples: int, window: int = WINDOW, length: int = LENGTH,
                env_cfg: EnvConfig = EnvConfig(), fixed_wall: bool = False, gen_cfg: GeneratorConfig = GeneratorConfig(),
-               frames_dtype: str = 'float32'):
+               frames_dtype: str = "float32"):
     if int(seed) < 0:
-      raise ConfigError(f'TwoRoomsTrajectories seed={seed} is negative: use a seed >= 0')
+      raise ConfigError(f"TwoRoomsTrajectories seed={seed} is negative: use a seed >= 0")
     if int(num_examples) < 0:
-      raise ConfigError(f'TwoRoomsTrajectories num_examples={num_examples} is negative: use >= 0')
+      raise ConfigError(f"TwoRoomsTrajectories num_examples={num_examples} is negative: use >= 0")
     if window < 2 or length <= window:
-      raise ConfigError(f'TwoRoomsTrajectories window={window}, length={length}: need 2 <= window < length')
-    if frames_dtype not in ('float32', 'uint8'):
+      raise ConfigError(f"TwoRoomsTrajectories window={window}, length={length}: need 2 <= window < length")
+    if frames_dtype not in ("float32", "uint8"):
       raise ConfigError(f"TwoRoomsTrajectories frames_dtype={frames_dtype!r}: use 'float32' or 'uint8'")
     self.seed, self.num_examples = int(seed), int(num_examples)
     self.window, self.length = int(window), int(length)
@@ -212,13 +212,13 @@ class TwoRoomsTrajectories:
     return self.num_examples
 
   def __repr__(self) -> str:
-    return (f'TwoRoomsTrajectories(seed={self.seed}, num_examples={self.num_examples}, window={self.window}, '
-            f'length={self.length}, fixed_wall={self.env_cfg.fixed_wall})')
+    return (f"TwoRoomsTrajectories(seed={self.seed}, num_examples={self.num_examples}, window={self.window}, "
+            f"length={self.length}, fixed_wall={self.env_cfg.fixed_wall})")
 
   def _check_index(self, index) -> int:
     index = int(index)
     if not 0 <= index < self.num_examples:
-      raise IndexError(f'TwoRoomsTrajectories index {index} is out of range [0, {self.num_examples})')
+      raise IndexError(f"TwoRoomsTrajectories index {index} is out of range [0, {self.num_examples})")
     return index
 
   def _layout(self, rng: np.random.Generator):
@@ -271,21 +271,21 @@ class TwoRoomsTrajectories:
       actions = heading_walk_actions(rng, self.length - 1, rng.uniform(0.0, 2 * math.pi), self.gen_cfg)
     positions = simulate(start, actions, wall_x, door_y, self.env_cfg)
     window_start = int(rng.integers(0, self.length - self.window))
-    return {'positions': positions, 'actions': actions, 'wall_x': wall_x, 'door_y': door_y,
-            'door_steered': steered, 'window_start': window_start}
+    return {"positions": positions, "actions": actions, "wall_x": wall_x, "door_y": door_y,
+            "door_steered": steered, "window_start": window_start}
 
   def __getitem__(self, index) -> dict:
     traj = self.trajectory(index)
-    w, n = traj['window_start'], self.window
-    positions = traj['positions'][w:w + n].astype(np.float32)
-    frames = render_frames(positions, traj['wall_x'], traj['door_y'], self.env_cfg)
-    if self.frames_dtype == 'uint8':
+    w, n = traj["window_start"], self.window
+    positions = traj["positions"][w:w + n].astype(np.float32)
+    frames = render_frames(positions, traj["wall_x"], traj["door_y"], self.env_cfg)
+    if self.frames_dtype == "uint8":
       frames = np.floor(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
     return {
-        'frames': frames,
-        'actions': traj['actions'][w:w + n - 1].astype(np.float32),
-        'positions': positions,
-        'wall_x': np.float32(traj['wall_x']),
-        'door_y': np.float32(traj['door_y']),
-        'door_steered': np.bool_(traj['door_steered']),
+        "frames": frames,
+        "actions": traj["actions"][w:w + n - 1].astype(np.float32),
+        "positions": positions,
+        "wall_x": np.float32(traj["wall_x"]),
+        "door_y": np.float32(traj["door_y"]),
+        "door_steered": np.bool_(traj["door_steered"]),
     }

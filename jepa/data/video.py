@@ -1,6 +1,6 @@
-"""Video sources (embedded moving digits, CSV of files decoded with PyAV, TFDS) and clip augmentations.
+"""Video sources (embedded moving digits, CSV of files decoded with PyAV, TFDS) and clip sampling.
 
-A video source follows the image-source interface of :mod:`jepa.data.sources` (``len``, ``src[i]``,
+A video source follows the source interface of :mod:`jepa.data.source_base` (``len``, ``src[i]``,
 ``num_classes``, ``name``; cheap to build, picklable) with examples ``{'video': ..., 'label': int}``:
 
 * :class:`MovingDigitsSource` returns the clip itself, uint8 [T, H, W, 1], deterministic per index;
@@ -14,8 +14,9 @@ A video source follows the image-source interface of :mod:`jepa.data.sources` (`
 V-JEPA reference: ``num_frames`` frames ``frame_step`` apart inside a window of
 (num_frames - 1) * frame_step + 1 frames; a video shorter than the window is padded with its last frame.
 
-Video augmentations (:func:`random_resized_crop_video`, :func:`hflip_video`, :func:`center_crop_resize_video`)
-apply one set of parameters to every frame, so the clip stays a coherent video.
+The video augmentations (:func:`random_resized_crop_video`, :func:`hflip_video`,
+:func:`center_crop_resize_video`) live in :mod:`jepa.data.video_augment` and are re-exported here.
+:func:`jepa.data.sources.get_source` builds these sources from the ``data`` config.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jepa.data import augment
-from jepa.data import sources
+from jepa.data import image_sources
+from jepa.data import source_base
+# The clip augmentations are re-exported: callers use video.random_resized_crop_video, ...
+from jepa.data.video_augment import center_crop_resize_video, hflip_video, random_resized_crop_video  # noqa: F401
 from jepa.errors import ConfigError, DataError
 
-SOURCES = ('moving_digits', 'video_csv', 'tfds_video')
-LABELS = ('motion', 'digit')
+SOURCES = ("moving_digits", "video_csv", "tfds_video")
+LABELS = ("motion", "digit")
 
 Example = dict[str, Any]
 
@@ -64,7 +67,7 @@ def clip_indices(num_available: int, num_frames: int, frame_step: int,
     int64 [num_frames].
   """
   if num_available < 1:
-    raise ValueError(f'a video needs at least one frame, got {num_available}')
+    raise ValueError(f"a video needs at least one frame, got {num_available}")
   span = (num_frames - 1) * frame_step + 1
   slack = max(0, num_available - span)
   start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
@@ -92,9 +95,9 @@ def _import_av():
 
 
 def _av_error(path: str, e: Exception) -> DataError:
-  reason = sources._first_line(e)  # pylint: disable=protected-access
-  return DataError(f'{path}: cannot decode video ({reason}); replace or delete the file, or set '
-                   '--config.data.skip_corrupt=True')
+  reason = source_base.first_line(e)
+  return DataError(f"{path}: cannot decode video ({reason}); replace or delete the file, or set "
+                   "--config.data.skip_corrupt=True")
 
 
 def count_frames(path: str) -> int:
@@ -124,21 +127,21 @@ def read_frames(path: str, indices: np.ndarray) -> np.ndarray:
   try:
     with av.open(path) as container:
       stream = container.streams.video[0]
-      stream.thread_type = 'AUTO'
+      stream.thread_type = "AUTO"
       for i, frame in enumerate(container.decode(stream)):
         if i in wanted:
-          frames[i] = frame.to_ndarray(format='rgb24')
+          frames[i] = frame.to_ndarray(format="rgb24")
         previous = (i, frame)
         if i >= last:
           break
   except (IndexError, av.FFmpegError, OSError) as e:
     raise _av_error(path, e) from None
   if previous is None:
-    raise DataError(f'{path}: the video has no decodable frames; replace or delete the file, or set '
-                    '--config.data.skip_corrupt=True')
+    raise DataError(f"{path}: the video has no decodable frames; replace or delete the file, or set "
+                    "--config.data.skip_corrupt=True")
   last_i, last_frame = previous
   if last_i not in frames:
-    frames[last_i] = last_frame.to_ndarray(format='rgb24')
+    frames[last_i] = last_frame.to_ndarray(format="rgb24")
   return np.stack([frames[min(int(i), last_i)] for i in indices])
 
 
@@ -161,7 +164,7 @@ def get_clip(example: Example, rng: np.random.Generator | None = None) -> np.nda
     example: a video source's example.
     rng: the example's generator (random window); None for the central window.
   """
-  video = example['video']
+  video = example["video"]
   if isinstance(video, np.ndarray):
     return video
   return video.read(rng)
@@ -180,7 +183,7 @@ def _reflect(x: np.ndarray, room: float) -> np.ndarray:
   return np.where(x > room, 2.0 * room - x, x)
 
 
-class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-access
+class MovingDigitsSource(source_base.LazySource):
   """scikit-learn's 8x8 digits moving across a black canvas: clips uint8 [T, S, S, 1], two labels.
 
   Clip i shows digit image i mod 1797, resized to ``digit_size``, moving in a straight line with one of
@@ -219,9 +222,9 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
     seed: the data seed of the clips (fixed, so every run sees the same dataset).
   """
 
-  _LAZY = ('_digits',)
+  _LAZY = ("_digits",)
 
-  def __init__(self, *, num_frames: int = 8, frame_step: int = 1, canvas: int = 32, label: str = 'motion',
+  def __init__(self, *, num_frames: int = 8, frame_step: int = 1, canvas: int = 32, label: str = "motion",
                num_directions: int = 8, digit_size: int | None = None,
                speed: tuple[float, float] | None = None, hold: int = 2, clips_per_digit: int = 1,
                noise: float = 0.0, seed: int = 0):
@@ -229,11 +232,11 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
       raise ConfigError(f"data.label={label!r} is not one of {list(LABELS)} for moving_digits")
     digit_size = canvas // 2 if digit_size is None else int(digit_size)
     if not 1 <= digit_size <= canvas:
-      raise ConfigError(f'moving_digits digit_size={digit_size} must be in [1, data.image_size={canvas}]')
+      raise ConfigError(f"moving_digits digit_size={digit_size} must be in [1, data.image_size={canvas}]")
     if num_frames < 1 or frame_step < 1 or hold < 1:
-      raise ConfigError(f'data.num_frames={num_frames}, data.frame_step={frame_step} and moving_digits '
-                        f'hold={hold} must be >= 1')
-    self.name = f'moving_digits_{label}'
+      raise ConfigError(f"data.num_frames={num_frames}, data.frame_step={frame_step} and moving_digits "
+                        f"hold={hold} must be >= 1")
+    self.name = f"moving_digits_{label}"
     self.num_frames = int(num_frames)
     self.frame_step = int(frame_step)
     self.canvas = int(canvas)
@@ -245,22 +248,22 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
     self.noise = float(noise)
     self.hold = int(hold)
     self.seed = int(seed)
-    self.num_classes = self.num_directions if label == 'motion' else 10
+    self.num_classes = self.num_directions if label == "motion" else 10
     self._digits = None
     self._lock = threading.Lock()
 
   def _load(self) -> tuple[np.ndarray, np.ndarray]:
     with self._lock:
       if self._digits is None:
-        base = sources.DigitsSource()
-        images = np.stack([np.asarray(Image.fromarray(base[i]['image'][:, :, 0]).resize(
+        base = image_sources.DigitsSource()
+        images = np.stack([np.asarray(Image.fromarray(base[i]["image"][:, :, 0]).resize(
             (self.digit_size, self.digit_size), Image.BILINEAR)) for i in range(len(base))])
-        labels = np.asarray([base[i]['label'] for i in range(len(base))], np.int64)
+        labels = np.asarray([base[i]["label"] for i in range(len(base))], np.int64)
         self._digits = (images, labels)
     return self._digits
 
   def __len__(self) -> int:
-    return sources.DigitsSource._LEN * self.clips_per_digit  # pylint: disable=protected-access
+    return image_sources.DigitsSource._LEN * self.clips_per_digit  # pylint: disable=protected-access
 
   def motion(self, index: int) -> dict[str, Any]:
     """Clip ``index``'s motion: direction, velocity [2] and the digit's (row, col) positions [T, 2]."""
@@ -281,7 +284,7 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
       else:
         start[a] = rng.uniform(0.0, room)
     positions = _reflect(start[None, :] + times[:, None] * velocity[None, :], room)
-    return {'direction': k, 'velocity': velocity, 'positions': positions}
+    return {"direction": k, "velocity": velocity, "positions": positions}
 
   def __getitem__(self, index: int) -> Example:
     index = self._check_index(index)
@@ -290,15 +293,15 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
     motion = self.motion(index)
     clip = np.zeros((self.num_frames, self.canvas, self.canvas, 1), np.uint8)
     d = self.digit_size
-    for t, (r, c) in enumerate(np.rint(motion['positions']).astype(np.int64)):
+    for t, (r, c) in enumerate(np.rint(motion["positions"]).astype(np.int64)):
       clip[t, r:r + d, c:c + d, 0] = images[digit_index]
     if self.noise:
       rng = np.random.default_rng([self.seed, index, 1])
       noisy = clip + rng.uniform(0, self.noise, clip.shape)
       clip = np.clip(noisy, 0, 255).astype(np.uint8)
     digit = int(labels[digit_index])
-    label = motion['direction'] if self.label == 'motion' else digit
-    return {'video': clip, 'label': label, 'digit': digit, 'direction': motion['direction']}
+    label = motion["direction"] if self.label == "motion" else digit
+    return {"video": clip, "label": label, "digit": digit, "direction": motion["direction"]}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -306,7 +309,7 @@ class MovingDigitsSource(sources._LazySource):  # pylint: disable=protected-acce
 # ----------------------------------------------------------------------------------------------------------
 
 
-class VideoCsvSource(sources._LazySource):  # pylint: disable=protected-access
+class VideoCsvSource(source_base.LazySource):
   """Videos listed in a text file, one ``path label`` per line (the V-JEPA CSV format), decoded with PyAV.
 
   Fields are separated by whitespace; the label is the last field (an integer) and the path everything
@@ -319,18 +322,18 @@ class VideoCsvSource(sources._LazySource):  # pylint: disable=protected-access
     key: the config key that named ``path`` (for error messages).
   """
 
-  def __init__(self, path: str, *, num_frames: int, frame_step: int, key: str = 'data.path'):
-    path = sources._check_exists(path, key)  # pylint: disable=protected-access
+  def __init__(self, path: str, *, num_frames: int, frame_step: int, key: str = "data.path"):
+    path = source_base.check_exists(path, key)
     self.path = path
     self.name = os.path.splitext(os.path.basename(path))[0]
     self.num_frames = int(num_frames)
     self.frame_step = int(frame_step)
     folder = os.path.dirname(os.path.abspath(path))
     files, labels = [], []
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding="utf-8") as f:
       for lineno, line in enumerate(f, 1):
         line = line.strip()
-        if not line or line.startswith('#'):
+        if not line or line.startswith("#"):
           continue
         parts = line.rsplit(None, 1)
         try:
@@ -357,24 +360,24 @@ class VideoCsvSource(sources._LazySource):  # pylint: disable=protected-access
     index = self._check_index(index)
     path = self.files[index]
     if not os.path.isfile(path):
-      raise DataError(f'{path} (line {index + 1} of {self.path}) does not exist; fix the list or set '
-                      '--config.data.skip_corrupt=True')
-    return {'video': FileClipReader(path, self.num_frames, self.frame_step), 'label': int(self.labels[index])}
+      raise DataError(f"{path} (line {index + 1} of {self.path}) does not exist; fix the list or set "
+                      "--config.data.skip_corrupt=True")
+    return {"video": FileClipReader(path, self.num_frames, self.frame_step), "label": int(self.labels[index])}
 
 
-class TfdsVideoSource(sources.TfdsSource):
+class TfdsVideoSource(image_sources.TfdsSource):
   """A prepared TFDS video dataset (e.g. a `tfds.features.Video` feature) read with ``tfds.data_source``.
 
   ``video_key`` names the frames feature ([N, H, W, C] uint8; decoded whole by TFDS), ``label_key`` the label
   ('' or absent gives -1). Examples hold an :class:`ArrayClipReader`, so the clip window is drawn per example.
   """
 
-  def __init__(self, name: str, split: str = 'train', data_dir: str = '', *, video_key: str = 'video',
-               label_key: str = 'label', num_frames: int, frame_step: int):
+  def __init__(self, name: str, split: str = "train", data_dir: str = "", *, video_key: str = "video",
+               label_key: str = "label", num_frames: int, frame_step: int):
     # Not TfdsSource.__init__: episode datasets (e.g. bair_robot_pushing_small) have a Sequence of features at
     # the top level, whose names live one level down.
     if not name:
-      raise DataError('data.name is empty; pass --config.data.name=... (a TFDS video dataset name)')
+      raise DataError("data.name is empty; pass --config.data.name=... (a TFDS video dataset name)")
     self.name, self.split, self.data_dir = name, split, os.path.expanduser(data_dir) if data_dir else None
     self.image_key, self.label_key = video_key, label_key
     self.num_frames = int(num_frames)
@@ -383,13 +386,13 @@ class TfdsVideoSource(sources.TfdsSource):
     self._ds = None
     ds = self._open()
     features = ds.dataset_info.features
-    features = getattr(features, 'feature', features)  # A top-level Sequence wraps a FeaturesDict.
+    features = getattr(features, "feature", features)  # A top-level Sequence wraps a FeaturesDict.
     names = sorted(features.keys())
     if video_key not in names:
-      raise DataError(f'data.video_key: {name} has no feature {video_key!r} (features: {names}); pass '
-                      '--config.data.video_key=...')
+      raise DataError(f"data.video_key: {name} has no feature {video_key!r} (features: {names}); pass "
+                      "--config.data.video_key=...")
     self._has_label = bool(label_key) and label_key in names
-    self.num_classes = int(getattr(features[label_key], 'num_classes', 0) or 0) if self._has_label else 0
+    self.num_classes = int(getattr(features[label_key], "num_classes", 0) or 0) if self._has_label else 0
     self._len = len(ds)
 
   def __getitem__(self, index: int) -> Example:
@@ -398,102 +401,17 @@ class TfdsVideoSource(sources.TfdsSource):
       with self._lock:
         if self._ds is None:
           self._open()
-    where = f'{self.name}[{self.split}] example {index}'
+    where = f"{self.name}[{self.split}] example {index}"
     try:
       record = self._ds[index]
     except Exception as e:  # pylint: disable=broad-except
-      raise DataError(f'{where}: cannot read ({sources._first_line(e)}); '  # pylint: disable=protected-access
-                      'rebuild the dataset or set --config.data.skip_corrupt=True') from None
+      raise DataError(f"{where}: cannot read ({source_base.first_line(e)}); "
+                      "rebuild the dataset or set --config.data.skip_corrupt=True") from None
     frames = np.asarray(record[self.image_key])
     if frames.ndim == 3:
       frames = frames[..., None]
     if frames.ndim != 4 or frames.dtype != np.uint8 or len(frames) == 0:
-      raise DataError(f'{where}: {self.image_key!r} has shape {frames.shape} and dtype {frames.dtype}; '
-                      'expected uint8 [frames, H, W, C]: set --config.data.video_key to the video feature')
+      raise DataError(f"{where}: {self.image_key!r} has shape {frames.shape} and dtype {frames.dtype}; "
+                      "expected uint8 [frames, H, W, C]: set --config.data.video_key to the video feature")
     label = int(record[self.label_key]) if self._has_label else -1
-    return {'video': ArrayClipReader(frames, self.num_frames, self.frame_step), 'label': label}
-
-
-def build_source(cfg: Any, which: str) -> Any:
-  """The unsplit video source of the ``data`` config for 'train' (or 'eval': a named split / file).
-
-  Reads ``source``, ``num_frames``, ``frame_step``, ``image_size`` (moving digits' canvas), ``label``,
-  ``path`` / ``eval_split`` (video_csv), ``name`` / ``data_dir`` / ``train_split`` / ``eval_split`` /
-  ``video_key`` / ``label_key`` (tfds_video).
-  """
-  get = sources._cfg  # pylint: disable=protected-access
-  kind = str(get(cfg, 'source', '')).lower()
-  num_frames = int(get(cfg, 'num_frames', 0))
-  frame_step = int(get(cfg, 'frame_step', 1))
-  if num_frames < 1:
-    raise ConfigError(f'data.source={kind!r} is a video source: set --config.data.num_frames to the frames '
-                      'per clip (e.g. 16)')
-  if kind == 'moving_digits':
-    return MovingDigitsSource(num_frames=num_frames, frame_step=frame_step,
-                              canvas=int(get(cfg, 'image_size', 32)),
-                              label=str(get(cfg, 'label', '')) or 'motion')
-  if kind == 'video_csv':
-    path = str(get(cfg, 'path', ''))
-    if which == 'train':
-      return VideoCsvSource(path, num_frames=num_frames, frame_step=frame_step)
-    eval_path = sources._sibling(path, str(get(cfg, 'eval_split', '')))  # pylint: disable=protected-access
-    return VideoCsvSource(eval_path, num_frames=num_frames, frame_step=frame_step, key='data.eval_split')
-  if kind == 'tfds_video':
-    split = str(get(cfg, 'train_split', 'train')) if which == 'train' else str(get(cfg, 'eval_split', ''))
-    return TfdsVideoSource(str(get(cfg, 'name', '')), split, str(get(cfg, 'data_dir', '')),
-                           video_key=str(get(cfg, 'video_key', 'video')),
-                           label_key=str(get(cfg, 'label_key', 'label')), num_frames=num_frames,
-                           frame_step=frame_step)
-  raise DataError(f'data.source={kind!r} is not a video source; use one of {", ".join(SOURCES)}')
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Clip augmentations: one set of parameters for every frame.
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _resize_frames(clip: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
-                   crop_first: bool) -> np.ndarray:
-  # The image crops' resize (Pillow bilinear with antialiasing), frame by frame, so image and video views of
-  # the same content match.
-  resize = augment._resize_box  # pylint: disable=protected-access
-  return np.stack([resize(frame, box, size, crop_first=crop_first) for frame in clip])
-
-
-def random_resized_crop_video(clip: np.ndarray, rng: np.random.Generator, size: int,
-                              scale: tuple[float, float] = (0.3, 1.0),
-                              ratio: tuple[float, float] = (0.75, 1.35)) -> tuple[np.ndarray, dict[str, Any]]:
-  """Random resized crop (torchvision's rule, :func:`augment.crop_params`) with one box for all frames.
-
-  Args:
-    clip: uint8 or float32 [T, H, W, C].
-    rng: random generator.
-    size: output side.
-    scale: crop area range as a fraction of the frame.
-    ratio: crop aspect (width / height) range; V-JEPA uses (0.75, 1.35).
-
-  Returns:
-    float32 [T, size, size, C] in [0, 1], and ``{'crop': (top, left, h, w) / (H, W, H, W)}``.
-  """
-  height, width = clip.shape[1:3]
-  top, left, h, w = augment.crop_params(height, width, rng, scale, ratio)
-  out = _resize_frames(clip, (left, top, left + w, top + h), (size, size), crop_first=True)
-  return out, {'crop': np.asarray([top / height, left / width, h / height, w / width], np.float32)}
-
-
-def center_crop_resize_video(clip: np.ndarray, size: int) -> np.ndarray:
-  """Eval transform: the central square of every frame resized to ``size``; float32 [T, size, size, C]."""
-  height, width = clip.shape[1:3]
-  side = min(height, width)
-  top, left = (height - side) / 2, (width - side) / 2
-  if side == size == height == width:
-    return augment.to_float(clip)
-  return _resize_frames(clip, (left, top, left + side, top + side), (size, size), crop_first=False)
-
-
-def hflip_video(clip: np.ndarray, rng: np.random.Generator,
-                p: float = 0.5) -> tuple[np.ndarray, dict[str, Any]]:
-  """Flips every frame left-right with probability ``p`` (one draw per clip)."""
-  flip = bool(rng.uniform() < p)
-  clip = augment.to_float(clip)
-  return (clip[:, :, ::-1] if flip else clip), {'flip': np.bool_(flip)}
+    return {"video": ArrayClipReader(frames, self.num_frames, self.frame_step), "label": label}

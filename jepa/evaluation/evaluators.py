@@ -38,8 +38,6 @@ from jepa.evaluation import few_shot as few_shot_lib
 from jepa.evaluation import knn as knn_lib
 from jepa.evaluation import linear_probe
 
-# Evaluators whose values are accuracies (the others are effective ranks).
-ACCURACIES = ("linear", "attentive", "knn", "few_shot")
 # One compiled program each (run eagerly, every operation would compile on its own: seconds on a CPU).
 _rankme = jax.jit(collapse.rankme)
 _lidar = jax.jit(collapse.lidar)

@@ -15,6 +15,8 @@ ranks the bank by its distance to that one point, so over j the ranks run throug
 (H_N the N-th harmonic number: 0.21 for N = 16, 0.024 for the paper's 256). Counting ties against the right
 version keeps a collapsed model (all distances equal) at 1 / N instead of a perfect score.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,42 +57,37 @@ def mean_reciprocal_rank(pred, bank, valid=None):
   return float(jnp.mean(reciprocal_ranks(pred, bank, valid)))
 
 
-class MRREvaluator:
-  """Scores a train state's MRR on the first `num_images` images of the eval split.
+@functools.partial(jax.jit, static_argnames=("models", "outputs_fn", "mesh"))
+def _reciprocal_ranks(state, batch, *, models, outputs_fn, mesh):
+  model, target = models(state)
+  rr = reciprocal_ranks(*outputs_fn(model, target, batch))
+  return jax.lax.with_sharding_constraint(rr, parallel.replicated(mesh))  # Every host reads all rows.
+
+
+def evaluate_mrr(state, models, mesh, config, *, example_fn, outputs_fn, num_images, batch_size):
+  """The MRR of a train state on the first `num_images` images of the eval split.
 
   Args:
-    trainer: the jepa.train.Trainer (for its config, mesh and `eval_models`).
+    state: the train state.
+    models: state -> (model, target) in eval mode (jepa.train_state.StateDef.models), traced inside jit.
+    mesh: the device mesh the batch is sharded over.
+    config: the run's config (data.*, seed).
     example_fn: per-example transform producing the method's MRR inputs (run with a generator derived from
       (seed, image index), so the bank and masks are the same at every evaluation).
     outputs_fn: outputs_fn(model, target, batch) -> (pred [B, N, K, D], bank [B, N, K, D], valid [B, K]).
     num_images: images scored (the first ones of the eval split).
     batch_size: global images per step (a multiple of the device count).
   """
-
-  def __init__(self, trainer, *, example_fn, outputs_fn, num_images, batch_size):
-    self.trainer = trainer
-    self.example_fn = example_fn
-    self.num_images = num_images
-    self.batch_size = batch_size
-
-    def score(state, batch):
-      model, target = trainer.eval_models(state)
-      return reciprocal_ranks(*outputs_fn(model, target, batch))
-
-    self._score = jax.jit(score, out_shardings=parallel.replicated(trainer.mesh))
-
-  def __call__(self, state):
-    t = self.trainer
-    source = sources.get_source(t.config.data, "eval")
-    if len(source) > self.num_images:
-      source = sources.fixed_subset(source, self.num_images)
-    scores = []
-    local_batch = self.batch_size // jax.process_count()
-    for batch in pipeline.eval_batches(source, self.example_fn, batch_size=local_batch,
-                                       process_index=jax.process_index(), process_count=jax.process_count(),
-                                       seed=t.config.seed):
-      real = multihost_utils.process_allgather(batch.pop("mask"), tiled=True)
-      batch.pop("label", None)
-      rr = np.asarray(self._score(state, parallel.global_batch(batch, t.batch_sharding)))  # [B, N]
-      scores.append(rr[real])
-    return float(np.mean(np.concatenate(scores)))
+  source = sources.get_source(config.data, "eval")
+  if len(source) > num_images:
+    source = sources.fixed_subset(source, num_images)
+  scores = []
+  for batch in pipeline.eval_batches(source, example_fn, batch_size=batch_size // jax.process_count(),
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     seed=config.seed):
+    real = multihost_utils.process_allgather(batch.pop("mask"), tiled=True)
+    batch.pop("label", None)
+    batch = parallel.global_batch(batch, parallel.batch_sharding(mesh))
+    rr = np.asarray(_reciprocal_ranks(state, batch, models=models, outputs_fn=outputs_fn, mesh=mesh))  # [B, N]
+    scores.append(rr[real])
+  return float(np.mean(np.concatenate(scores)))

@@ -9,10 +9,11 @@ A method says what differs between JEPAs and nothing else:
   - `loss(model, target, batch, rng)`: (scalar loss, dict of scalar metrics), built from `jepa.losses`;
   - `features(model, target, images)`: frozen features for the probes (no gradient): pooled [B, F], or tokens
     [B, N, D] (the linear probe average-pools them; the attentive probe needs them);
-  - `probes`: which probes evaluate the method, from 'linear' and 'attentive' (jepa/train.py `PROBES`);
+  - `probes`: which probes evaluate the method, from 'linear' and 'attentive' (jepa/finish.py `PROBES`);
   - `validate()`: method-specific config checks that raise one-line ConfigErrors;
-  - `extra_evaluations(trainer, state)`: the method's own evaluators (IWM: MRR), {name: value}, logged by
-    Trainer.evaluate beside the probes; none by default.
+  - `extra_evaluations(state, models, mesh)`: the method's own evaluators (IWM: MRR, the world model:
+    planning success), {name: value}, run by jepa/evaluation/suite.py beside the probes; `models(state)` gives
+    (model, teacher) in eval mode (callable inside jit), `mesh` the devices; none by default.
 Hooks for seeing what the model learns (all optional; jepa/pictures.py, jepa/evaluation/evaluators.py):
   - `collapse_monitors`: training metrics watched by the collapse alarm (train.collapse_alarm), those of
     them that the method logs;
@@ -102,9 +103,9 @@ class Method(abc.ABC):
   def validate(self):
     """Method-specific checks; the base has none."""
 
-  def extra_evaluations(self, trainer, state):
-    """{name: float} from the method's own evaluators on `state` (a jepa.train.Trainer state); none here."""
-    del trainer, state
+  def extra_evaluations(self, state, models, mesh):
+    """{name: float} from the method's own evaluators on the train state `state`; none here."""
+    del state, models, mesh
     return {}
 
   # --- pictures and views (optional hooks) -----------------------------------------------------------------

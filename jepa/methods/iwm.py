@@ -11,7 +11,8 @@ source view and the action that relates them.
 token, a 3-layer MLP back to the width), 'sequence' (one extra token per action component) or 'none' (the
 ablation: the predictor never sees a, so it can only learn an invariant mapping). The predictor's capacity
 decides the regime (on ImageNet, per the paper): 12 x 384 stays invariant (IWM-Inv), 18 x 384 becomes
-equivariant (IWM-Equi), which the mean reciprocal rank (jepa/evaluation/mrr.py) measures. The target encoder follows the encoder by EMA.
+equivariant (IWM-Equi), which the mean reciprocal rank (jepa/evaluation/mrr.py) measures. The target encoder
+follows the encoder by EMA.
 """
 import jax
 import jax.numpy as jnp
@@ -21,24 +22,14 @@ from jepa import plots
 from jepa.data import iwm_views
 from jepa.evaluation import mrr as mrr_lib
 from jepa.methods import base
-from jepa.methods import ijepa
-from jepa.models import factory
+from jepa.methods import masked
 
 CONDITIONINGS = ("feature", "sequence", "none")
 
 
-class IWM(base.Method):
-  ema_target = "encoder"
-
-  def __init__(self, config):
-    super().__init__(config)
-    self._mrr = None  # Built on first use: it needs the trainer's model graph and mesh.
+class IWM(masked.MaskedMethod):
 
   # --- pieces built from the config -------------------------------------------------------------------------
-  def grid(self):
-    side = self.config.data.image_size // self.config.model.patch_size
-    return (side, side)
-
   def mask(self):
     return iwm_views.UnionMask(iwm_views.union_mask_sampler(self.grid(), self.config.masks))
 
@@ -52,10 +43,8 @@ class IWM(base.Method):
     return self.config.iwm.conditioning != "none"
 
   def validate(self):
-    data, model, c = self.config.data, self.config.model, self.config.iwm
-    if data.image_size % model.patch_size:
-      raise base.ConfigError(f"data.image_size={data.image_size} is not divisible by "
-                             f"model.patch_size={model.patch_size}; change one of them")
+    super().validate()
+    c = self.config.iwm
     if c.conditioning not in CONDITIONINGS:
       raise base.ConfigError(f"iwm.conditioning={c.conditioning!r} is not one of {list(CONDITIONINGS)}")
     for key in ("jitter_p", "blur_p", "grayscale_p", "solarize_p"):
@@ -75,13 +64,9 @@ class IWM(base.Method):
     self.mask()  # Raises a ConfigError naming the masks.* key if the blocks cannot fit the grid.
 
   # --- Method interface -------------------------------------------------------------------------------------
-  def init_model(self, rngs):
-    encoder = factory.build_encoder(self.config, rngs)
-    cond = self.config.iwm.conditioning
-    predictor = factory.build_predictor(self.config, encoder, rngs,
-                                        cond_dim=iwm_views.ACTION_DIM if self.conditioned else 0,
-                                        cond_mode=cond if self.conditioned else "feature")
-    return ijepa.EncoderPredictor(encoder, predictor)
+  def predictor_kwargs(self):
+    return {"cond_dim": iwm_views.ACTION_DIM if self.conditioned else 0,
+            "cond_mode": self.config.iwm.conditioning if self.conditioned else "feature"}
 
   def example_fn(self, train):
     if not train:
@@ -104,16 +89,11 @@ class IWM(base.Method):
   def loss(self, model, target, batch, rng):
     # Views, actions and masks come from the data pipeline; rng: drop-path and optional SIGReg directions.
     h = jax.lax.stop_gradient(target(batch["image"]))                   # [B, N, D]
-    h = ijepa.gather_tokens(h, batch["target_idx"])                     # [B, 1, Ku, D]
+    h = masked.gather_tokens(h, batch["target_idx"])                    # [B, 1, Ku, D]
     pred, z = self.predict(model, batch["source"], batch["context_idx"], batch["context_valid"],
                            batch["target_idx"], batch["target_valid"], batch["action"],
                            rng=self.step_key(rng, self.DROP_PATH))
-    return ijepa.prediction_objective(self, pred, h, z, batch, rng)
-
-  def features(self, model, target, images):
-    """Average-pooled tokens of the frozen target encoder (as for I-JEPA)."""
-    del model
-    return target(images).mean(axis=1)
+    return masked.prediction_objective(self, pred, h, z, batch, rng)
 
   # --- pictures ---------------------------------------------------------------------------------------------
   def pictures(self, example, rng):
@@ -128,13 +108,6 @@ class IWM(base.Method):
     return [[plots.Panel(self.display(out["image"]), "target view y", cell=p, layers=(tgt,)),
              plots.Panel(self.display(out["source"]), f"source x, a=({action}) {flags}", cell=p,
                          layers=(ctx, tgt))]]
-
-  def token_grid(self):
-    return self.grid()
-
-  def patch_tokens(self, model, target, images):
-    del model
-    return target(images)
 
   # --- MRR --------------------------------------------------------------------------------------------------
   def mrr_outputs(self, model, target, batch):
@@ -160,17 +133,16 @@ class IWM(base.Method):
     pred = pred.reshape(b, n, *pred.shape[2:])                          # [B, N, Ku, D]
     return pred, h, batch["target_valid"][:, 0]
 
-  def extra_evaluations(self, trainer, state):
+  def extra_evaluations(self, state, models, mesh):
     c = self.config.iwm
     if not c.mrr_images:
       return {}
-    if self._mrr is None:
-      views = iwm_views.MRRViews(image_size=self.config.data.image_size, mask=self.mask(),
-                                 bank_size=c.mrr_bank_size, jitter=self.jitter(),
-                                 mean=tuple(self.config.data.mean), std=tuple(self.config.data.std))
-      self._mrr = mrr_lib.MRREvaluator(trainer, example_fn=views, outputs_fn=self.mrr_outputs,
-                                       num_images=c.mrr_images, batch_size=c.mrr_batch_size)
-    return {"mrr": self._mrr(state)}
+    views = iwm_views.MRRViews(image_size=self.config.data.image_size, mask=self.mask(),
+                               bank_size=c.mrr_bank_size, jitter=self.jitter(),
+                               mean=tuple(self.config.data.mean), std=tuple(self.config.data.std))
+    return {"mrr": mrr_lib.evaluate_mrr(state, models, mesh, self.config, example_fn=views,
+                                        outputs_fn=self.mrr_outputs, num_images=c.mrr_images,
+                                        batch_size=c.mrr_batch_size)}
 
 
 METHOD = IWM

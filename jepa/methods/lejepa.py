@@ -1,8 +1,9 @@
 r"""LeJEPA (Balestriero & LeCun, 2025): multi-crop invariance plus SIGReg, with no teacher.
 
-Each image gives V_g global views (data.image_size, crop scale lejepa.global_scale) and V_l local views
-(lejepa.local_size, lejepa.local_scale), all with the same photometric augmentations. With z_{v,n} the
-projector output of view v of sample n (V = V_g + V_l views, N samples, K features):
+Each image gives V_g global views (lejepa.global_size, default data.image_size; crop scale
+lejepa.global_scale) and V_l local views (lejepa.local_size, lejepa.local_scale), all with the same
+photometric augmentations. With z_{v,n} the projector output of view v of sample n (V = V_g + V_l views,
+N samples, K features):
 
   mu_n   = (1/V_g) sum_{g < V_g} z_{g,n}                                   (centre of the global views)
   inv    = mean_{v,n,k} (mu_{n,k} - z_{v,n,k})^2                            (every view predicts the centre)
@@ -103,6 +104,9 @@ class LeJEPA(base.Method):
       if cfg.num_local and cfg.local_size % p:
         raise base.ConfigError(f"lejepa.local_size={cfg.local_size} is not divisible by "
                                f"model.patch_size={p}; use a multiple of {p}")
+    if cfg.global_size < 0 or (cfg.global_size and cfg.backbone == "vit" and cfg.global_size != data.image_size):
+      raise base.ConfigError(f"lejepa.global_size={cfg.global_size} must be 0 (data.image_size) or, with a "
+                             "ResNet backbone, a positive size (a ViT's position table fits one grid)")
     if cfg.num_local and cfg.local_size <= 0:
       raise base.ConfigError(f"lejepa.local_size={cfg.local_size} must be positive")
     _check_scale("global_scale", cfg.global_scale)
@@ -153,7 +157,8 @@ class LeJEPA(base.Method):
 
     def fn(example, rng):
       image = augment.to_rgb(example["image"])
-      out = {"global_views": np.stack([self._view(image, rng, data.image_size, cfg.global_scale)
+      size = cfg.global_size or data.image_size
+      out = {"global_views": np.stack([self._view(image, rng, size, cfg.global_scale)
                                        for _ in range(cfg.num_global)])}
       if cfg.num_local:
         out["local_views"] = np.stack([self._view(image, rng, cfg.local_size, cfg.local_scale)

@@ -25,13 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa import losses
-from jepa import masks as masks_lib
+from jepa import masks_video as masks_lib
 from jepa import plots
 from jepa.data import augment
 from jepa.data import video
 from jepa.methods import base
-from jepa.methods.ijepa import EncoderPredictor, gather_tokens
-from jepa.models import factory
+from jepa.methods import masked
 
 
 _GROUP_KEYS = {"num_blocks": "masks.video_blocks", "spatial_scale": "masks.video_spatial_scale",
@@ -57,8 +56,7 @@ def mask_sampler(config, grid):
                                   lambda g: f"{_GROUP_KEYS[g.group(2)]}[{g.group(1)}]", str(e))) from None
 
 
-class VJEPA(base.Method):
-  ema_target = "encoder"
+class VJEPA(masked.MaskedMethod):
   probes = ("attentive",)
 
   def grid(self):
@@ -74,21 +72,15 @@ class VJEPA(base.Method):
     if data.num_frames % model.tubelet_size:
       raise base.ConfigError(f"data.num_frames={data.num_frames} is not divisible by "
                              f"model.tubelet_size={model.tubelet_size}; change one of them")
-    if data.image_size % model.patch_size:
-      raise base.ConfigError(f"data.image_size={data.image_size} is not divisible by "
-                             f"model.patch_size={model.patch_size}; change one of them")
+    super().validate()
     if model.pos_embedding not in ("sincos_vjepa", "rope"):
       raise base.ConfigError(f"model.pos_embedding={model.pos_embedding!r} has no 3D form; use "
                              "'sincos_vjepa' (V-JEPA) or 'rope' (V-JEPA 2)")
     mask_sampler(self.config, self.grid())  # Raises a ConfigError naming the masks.* key if they cannot fit.
 
-  def init_model(self, rngs):
-    encoder = factory.build_encoder(self.config, rngs)
+  def predictor_kwargs(self):
     # One zero-initialised mask token per mask group (the reference's `zero_init_mask_tokens: true`).
-    predictor = factory.build_predictor(self.config, encoder, rngs,
-                                        num_mask_tokens=len(self.config.masks.video_blocks),
-                                        zero_init_mask_tokens=True)
-    return EncoderPredictor(encoder, predictor)
+    return {"num_mask_tokens": len(self.config.masks.video_blocks), "zero_init_mask_tokens": True}
 
   def example_fn(self, train):
     data = self.config.data
@@ -123,7 +115,7 @@ class VJEPA(base.Method):
       tgt_idx, tgt_valid = batch["target_idx"][:, g:g + 1], batch["target_valid"][:, g:g + 1]  # [B, 1, Kt]
       z = model.encoder(clips, idx=ctx_idx, valid=ctx_valid, rng=self.step_key(drop_key, g))
       pred = model.predictor(z, ctx_idx, ctx_valid, tgt_idx, tgt_valid, mask_token_index=g)
-      loss_g = losses.prediction_loss(pred, gather_tokens(h, tgt_idx), kind=self.config.loss.kind,
+      loss_g = losses.prediction_loss(pred, masked.gather_tokens(h, tgt_idx), kind=self.config.loss.kind,
                                       mask=tgt_valid, beta=self.config.loss.beta)
       group_losses.append(loss_g)
       group_regs.append(self.context_sigreg(z, ctx_valid, rng))  # Same directions for every group.
@@ -164,13 +156,6 @@ class VJEPA(base.Method):
                                layers=(("context", in_slice(ctx)), ("target", in_slice(tgt)))))
       rows.append(row)
     return rows
-
-  def token_grid(self):
-    return self.grid()
-
-  def patch_tokens(self, model, target, images):
-    del model
-    return target(images)
 
 
 METHOD = VJEPA

@@ -3,21 +3,9 @@ r"""EB-JEPA's action-conditioned world model (Two Rooms): IMPALA encoder, GRU pr
 Data: windows of T = world_model.frames (<= 17) frames o_0..o_{T-1} [65, 65, 2] and the T - 1 actions a_t in R^2
 between them (data.source='two_rooms', jepa/data/trajectories.py); action t moves frame t to frame t + 1.
 
-Model (the reference sizes; configs/world_model.py scales them down for CPUs):
-
-  z_t    = LN(W flatten(relu(S_3(S_2(S_1(nrm(o_t)))))) + b)        encoder, z_t in R^D (D = latent_dim, 512)
-  S_i(x) = R_i2(R_i1(maxpool_3x3/2(conv_3x3(x))))                   an IMPALA stage, channels 16 / 32 / 32
-  R(x)   = relu(x + conv_3x3(relu(conv_3x3(x))))                    residual block (2 per stage); 65 -> 33 -> 17 -> 9
-  zhat_{t+1} = LN(GRU(h = zhat_t, x = a_t)),  zhat_0 = z_0          predictor: the latent is the GRU's hidden
-                                                                    state, the raw action its input, and LN the
-                                                                    encoder's own final LayerNorm (shared)
-  GRU(h, x): r = s(W_ir x + b_ir + W_hr h + b_hr), u = s(W_iz x + b_iz + W_hz h + b_hz),
-             n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - u) * n + u * h          (torch.nn.GRU)
-  ahat_t = MLP([z_t, z_{t+1}])                                      inverse dynamics, 2D -> 256 -> 256 -> 2
-
-nrm is the reference's observation normaliser (per-frame min-max, then the dataset's channel mean / std,
-`two_rooms.normalize_observation`), applied inside `encode`, so training frames and planning observations go
-through the same code.
+Model (jepa/models/world_model.py, with the equations and the initialisation): z_t = encode(o_t), an IMPALA
+CNN on the normalised frame ending in a LayerNorm, z_t in R^D (D = latent_dim); zhat_{t+1} = step(zhat_t, a_t),
+a GRU whose hidden state is the latent, followed by the encoder's LayerNorm; ahat_t = idm(z_t, z_{t+1}), an MLP.
 
 Loss (K = rollout_steps = 8; B trajectories; N = B T latents; D features; no EMA, no stop-gradient anywhere):
 
@@ -45,20 +33,17 @@ max_steps), plan_final_distance (px) and plan_seconds_per_episode (the episodes 
 execution time, compilation excluded, divided by their number; EB-JEPA's ~37 s is one episode at a time on a
 GPU).
 
-Source: facebookresearch/eb_jepa @ 966e61e: eb_jepa/architectures.py (ImpalaEncoder, ResnetStack,
-ResnetBlock, RNNPredictor, InverseDynamicsModel), eb_jepa/losses.py (HingeStdLoss, CovarianceLoss,
+Source: facebookresearch/eb_jepa @ 966e61e: eb_jepa/losses.py (HingeStdLoss, CovarianceLoss,
 TemporalSimilarityLoss, InverseDynamicsLoss, VC_IDM_Sim_Regularizer), eb_jepa/jepa.py (JEPA.unroll,
-'autoregressive'), examples/ac_video_jepa/{main.py, cfgs/train.yaml}; read, not copied. Choices where this
-module and the reference differ, and why:
+'autoregressive'), examples/ac_video_jepa/{main.py, cfgs/train.yaml}; read, not copied (the networks'
+source, eb_jepa/architectures.py, is cited in jepa/models/world_model.py). Choices where this method and the
+reference differ, and why:
 
 * One global gradient-norm clip (optim.grad_clip = 2) over all parameters; the reference clips encoder and
   predictor separately at 2 and the inverse-dynamics head not at all.
 * Weight decay (1e-5) skips biases and 1-D parameters (jepa/optim.py's rule); the reference decays all.
 * The latent-position probe the reference trains beside the model (an MLP reading (x, y) from z_0, used only
   for its logs) is not built; the planning evaluator measures what the model is for.
-* Initialisation follows PyTorch's defaults (U(+-1/sqrt(fan_in)) for convolutions, linears and biases;
-  U(+-1/sqrt(D)) for every GRU weight and bias), the inverse-dynamics head the reference's truncated normal
-  (std 0.02, zero biases).
 * world_model.frames can use fewer than the 17 frames of a window (the CPU default uses 9 = 1 + rollout_steps);
   the regularisers then see those frames only. The reference uses all 17.
 * The Trainer's evaluation extracts frozen features for its probes even when no probe runs: the eval
@@ -80,13 +65,12 @@ from jepa.envs import two_rooms
 from jepa.evaluation import collapse
 from jepa.methods import base
 from jepa.models import factory
+from jepa.models import world_model as world_model_lib
 
-ACTION_DIM = 2
-IN_CHANNELS = 2
+ACTION_DIM = world_model_lib.ACTION_DIM  # Two Rooms' actions (dx, dy); the planner's action_dim.
 REGULARIZERS = ("vc", "sigreg")
 STD_MARGIN = 1.0  # HingeStdLoss(std_margin=1.0).
 STD_EPS = 1e-4  # HingeStdLoss: sqrt(var + 1e-4).
-LN_EPS = 1e-5  # torch.nn.LayerNorm's default.
 # Evaluators that need no labels (trajectories have none); 'probes' expands to the method's, which are none.
 LABEL_FREE_EVALUATORS = ("probes", "rankme")
 # The EB-JEPA initial standard deviation of each planner (planning.PlannerConfig.ebjepa), used for init_std=0.
@@ -103,139 +87,6 @@ PLANNER_KEYS = {
     "temperature": float, "action_bound": float, "momentum": float, "cost": str, "mppi_output": str,
     "episodes": int, "seed": int, "max_steps": int, "replan_every": int, "level": str, "warm_start": bool,
 }
-
-
-# --- initialisers (PyTorch's defaults) ------------------------------------------------------------------------
-def _uniform(bound):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-def _torch_conv(c_in, c_out, rngs, dtype):
-  """3x3 'SAME' convolution with torch.nn.Conv2d's default init: weight and bias U(+-1/sqrt(9 c_in))."""
-  bound = 1.0 / np.sqrt(9 * c_in)
-  return nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", kernel_init=_uniform(bound),
-                  bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
-
-
-def _torch_linear(d_in, d_out, rngs, dtype=None):
-  bound = 1.0 / np.sqrt(d_in)
-  return nnx.Linear(d_in, d_out, kernel_init=_uniform(bound), bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
-
-
-# --- model ----------------------------------------------------------------------------------------------------
-class ResidualBlock(nnx.Module):
-  """relu(x + conv(relu(conv(x)))) (eb_jepa ResnetBlock)."""
-
-  def __init__(self, channels, *, dtype, rngs):
-    self.conv1 = _torch_conv(channels, channels, rngs, dtype)
-    self.conv2 = _torch_conv(channels, channels, rngs, dtype)
-
-  def __call__(self, x):
-    return nnx.relu(x + self.conv2(nnx.relu(self.conv1(x))))
-
-
-class ImpalaStage(nnx.Module):
-  """conv 3x3 -> max-pool 3x3 stride 2 (padding 1, so 65 -> 33) -> residual blocks (eb_jepa ResnetStack)."""
-
-  def __init__(self, c_in, c_out, num_blocks, *, dtype, rngs):
-    self.conv = _torch_conv(c_in, c_out, rngs, dtype)
-    self.blocks = nnx.List([ResidualBlock(c_out, dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
-
-  def __call__(self, x):
-    x = nnx.max_pool(self.conv(x), window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for block in self.blocks:
-      x = block(x)
-    return x
-
-
-def pooled_side(size, num_stages):
-  """Spatial side after `num_stages` max-pools 3x3 / 2 with padding 1: s -> floor((s - 1) / 2) + 1."""
-  for _ in range(num_stages):
-    size = (size - 1) // 2 + 1
-  return size
-
-
-class ImpalaEncoder(nnx.Module):
-  """Frames [..., 65, 65, 2] (already normalised) -> latents [..., D]: stages, relu, flatten, linear, LayerNorm."""
-
-  def __init__(self, channels, num_blocks, latent_dim, *, img_size, dtype, rngs):
-    widths = (IN_CHANNELS,) + tuple(channels)
-    self.stages = nnx.List([ImpalaStage(widths[i], widths[i + 1], num_blocks, dtype=dtype, rngs=rngs)
-                            for i in range(len(channels))])
-    flat = pooled_side(img_size, len(channels)) ** 2 * widths[-1]
-    self.proj = _torch_linear(flat, latent_dim, rngs, dtype)
-    # The final LayerNorm, shared with the predictor (eb_jepa: RNNPredictor(final_ln=encoder.final_ln)).
-    self.norm = nnx.LayerNorm(latent_dim, epsilon=LN_EPS, rngs=rngs)
-
-  def __call__(self, x):
-    lead = x.shape[:-3]
-    x = x.reshape((-1,) + x.shape[-3:])
-    for stage in self.stages:
-      x = stage(x)
-    x = nnx.relu(x).reshape(x.shape[0], -1)
-    z = self.norm(self.proj(x).astype(jnp.float32))
-    return z.reshape(lead + z.shape[-1:])
-
-
-class GRU(nnx.Module):
-  """torch.nn.GRU's cell (gates r, z, n in that order; both biases), weights and biases U(+-1/sqrt(D))."""
-
-  def __init__(self, input_dim, hidden_dim, *, rngs):
-    bound = 1.0 / np.sqrt(hidden_dim)
-    self.input = nnx.Linear(input_dim, 3 * hidden_dim, kernel_init=_uniform(bound), bias_init=_uniform(bound),
-                            rngs=rngs)
-    self.hidden = nnx.Linear(hidden_dim, 3 * hidden_dim, kernel_init=_uniform(bound), bias_init=_uniform(bound),
-                             rngs=rngs)
-
-  def __call__(self, h, x):
-    xr, xz, xn = jnp.split(self.input(x), 3, axis=-1)
-    hr, hz, hn = jnp.split(self.hidden(h), 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    u = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * hn)
-    return (1.0 - u) * n + u * h
-
-
-class InverseDynamics(nnx.Module):
-  """[z_t, z_{t+1}] -> a_t: Linear(2D, H), relu, Linear(H, H), relu, Linear(H, 2); trunc-normal 0.02, bias 0."""
-
-  def __init__(self, latent_dim, hidden, *, rngs):
-    init = nnx.initializers.truncated_normal(stddev=0.02)
-    zeros = nnx.initializers.zeros_init()
-    self.fc1 = nnx.Linear(2 * latent_dim, hidden, kernel_init=init, bias_init=zeros, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, hidden, kernel_init=init, bias_init=zeros, rngs=rngs)
-    self.fc3 = nnx.Linear(hidden, ACTION_DIM, kernel_init=init, bias_init=zeros, rngs=rngs)
-
-  def __call__(self, z_t, z_next):
-    h = nnx.relu(self.fc1(jnp.concatenate([z_t, z_next], axis=-1)))
-    return self.fc3(nnx.relu(self.fc2(h)))
-
-
-class WorldModel(nnx.Module):
-  """Encoder, GRU predictor (`dynamics`, sharing the encoder's final LayerNorm) and inverse-dynamics head."""
-
-  def __init__(self, encoder, dynamics, idm):
-    self.encoder = encoder
-    self.dynamics = dynamics
-    self.idm = idm
-
-  def encode(self, frames):
-    """Raw frames [..., 65, 65, 2] (floats in [0, 1]) -> latents [..., D] (normalised here, then encoded)."""
-    return self.encoder(two_rooms.normalize_observation(frames))
-
-  def step(self, z, action):
-    """One predicted step: LN(GRU(h = z, x = action)) with the encoder's LayerNorm."""
-    return self.encoder.norm(self.dynamics(z, action.astype(jnp.float32)))
-
-  def rollout(self, z0, actions):
-    """z0 [..., D], actions [..., K, A] -> predicted latents [..., K, D] (zhat_1..zhat_K), autoregressively."""
-    def body(z, a):
-      z = self.step(z, a)
-      return z, z
-    _, zs = jax.lax.scan(body, z0, jnp.moveaxis(actions, -2, 0))
-    return jnp.moveaxis(zs, 0, -2)
 
 
 # --- loss terms (each checked against NumPy in tests/test_world_model.py) -------------------------------------
@@ -459,11 +310,11 @@ class WorldModelMethod(base.Method):
     cfg = self.config.world_model
     dtype = factory.compute_dtype(self.config.dtype)
     dtype = None if dtype == jnp.float32 else dtype
-    encoder = ImpalaEncoder(tuple(cfg.channels), cfg.blocks, cfg.latent_dim,
-                            img_size=two_rooms.EnvConfig().img_size, dtype=dtype, rngs=rngs)
-    dynamics = GRU(ACTION_DIM, cfg.latent_dim, rngs=rngs)
-    idm = InverseDynamics(cfg.latent_dim, cfg.idm_hidden, rngs=rngs)
-    return WorldModel(encoder, dynamics, idm)
+    encoder = world_model_lib.ImpalaEncoder(tuple(cfg.channels), cfg.blocks, cfg.latent_dim,
+                                            img_size=two_rooms.EnvConfig().img_size, dtype=dtype, rngs=rngs)
+    dynamics = world_model_lib.GRU(ACTION_DIM, cfg.latent_dim, rngs=rngs)
+    idm = world_model_lib.InverseDynamics(cfg.latent_dim, cfg.idm_hidden, rngs=rngs)
+    return world_model_lib.WorldModel(encoder, dynamics, idm)
 
   def validate(self):
     check_data(self.config)
@@ -541,13 +392,14 @@ class WorldModelMethod(base.Method):
     return model.encode(images)
 
   # --- the planning evaluator -------------------------------------------------------------------------------
-  def extra_evaluations(self, trainer, state):
+  def extra_evaluations(self, state, models, mesh):
     """{'plan_success', 'plan_steps', 'plan_final_distance', 'plan_seconds_per_episode'} over planner.episodes
-    held-out episodes ({} when planner.episodes = 0). `trainer` is used only to rebuild the model here."""
+    held-out episodes ({} when planner.episodes = 0)."""
+    del mesh  # Episodes run vmapped on one device.
     p = self.config.planner
     if not p.episodes:
       return {}
-    model, _ = trainer.eval_models(state)
+    model, _ = models(state)
     return summarize(run_planning(model, p), p.max_steps)
 
   # --- pictures ---------------------------------------------------------------------------------------------

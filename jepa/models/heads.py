@@ -1,4 +1,4 @@
-"""Heads on top of a backbone: the LeJEPA/VICReg projector, the V-JEPA attentive probe and a linear probe.
+"""Heads on top of a backbone: the LeJEPA/VICReg projector and the V-JEPA attentive probe.
 
 The attentive pooler reproduces the reference `AttentivePooler` / `CrossAttentionBlock` of V-JEPA
 (`facebookresearch/jepa`) and V-JEPA 2 (`facebookresearch/vjepa2`), `src/models/attentive_pooler.py` and
@@ -335,46 +335,3 @@ class Projector(nnx.Module):
     for layer in self.layers:
       x = layer(x)
     return self.out(x).astype(jnp.float32)
-
-
-class LinearHead(nnx.Module):
-  """Linear probe: optional non-affine normalisation, then Linear(in_dim -> num_classes).
-
-  LeJEPA's online probe is LayerNorm + Linear on the (stop-gradient) embedding; BatchNorm works about the
-  same. The normalisation has no learned scale/shift because the following Linear already provides them.
-  """
-
-  def __init__(self, *, in_dim: int, num_classes: int, use_norm: bool = False, norm: str = "layer",
-               dtype: Any = None, rngs: nnx.Rngs):
-    """Builds the probe.
-
-    Args:
-      in_dim: feature width.
-      num_classes: output logits.
-      use_norm: normalise features before the Linear.
-      norm: "layer" (LayerNorm, eps 1e-5) or "batch" (BatchNorm, momentum 0.9, eps 1e-5; follows
-        nnx's train()/eval() mode).
-      dtype: compute dtype (parameters stay float32); None means float32.
-      rngs: parameter initialisation RNGs.
-    """
-    self.dtype = dtype
-    norm_layer = None
-    if use_norm:
-      if norm == "layer":
-        norm_layer = nnx.LayerNorm(in_dim, epsilon=_LN_EPS, use_scale=False, use_bias=False,
-                                   use_fast_variance=False, dtype=dtype, rngs=rngs)
-      elif norm == "batch":
-        norm_layer = nnx.BatchNorm(in_dim, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, use_scale=False,
-                                   use_bias=False, dtype=dtype, rngs=rngs)
-      else:
-        raise ConfigError(f"probe.norm={norm!r} is unknown: use 'layer' or 'batch'")
-    self.norm = norm_layer
-    self.linear = _torch_linear(in_dim, num_classes, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Features [B, in_dim] -> logits [B, num_classes] float32."""
-    if self.dtype is not None:
-      x = x.astype(self.dtype)
-    if self.norm is not None:
-      x = self.norm(x)
-    return self.linear(x).astype(jnp.float32)

@@ -405,14 +405,3 @@ class ViT(nnx.Module):
     if return_all_layers:
       return out, [layer.astype(jnp.float32) for layer in layers]
     return out
-
-
-def vit(size: str, **kwargs: Any) -> ViT:
-  """Builds a `ViT` of a named size (`VIT_SIZES`); `kwargs` give the rest and may override the size fields.
-
-  Example: `vit('base', image_size=224, patch_size=16, rngs=nnx.Rngs(0))`.
-  """
-  if size not in VIT_SIZES:
-    raise ConfigError(f"model.encoder.size={size!r} is unknown; use one of {sorted(VIT_SIZES)}")
-  width, depth, heads, mlp_ratio = VIT_SIZES[size]
-  return ViT(**{"width": width, "depth": depth, "heads": heads, "mlp_ratio": mlp_ratio, **kwargs})

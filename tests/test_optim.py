@@ -1,0 +1,177 @@
+"""The optimizer (AdamW + optional delayed global-norm clipping, built from optax) against the previous
+hand-written clipping (frozen below) and a float64 NumPy AdamW; and optax.incremental_update as the EMA."""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jepa import optim
+from jepa import schedules
+from tests.test_schedules import _old_from_config
+
+NUM_UPDATES = 10
+# Gradient norms in units of grad_clip: clipped at some updates, left alone at others, on both sides of warmup.
+NORM_SCALES = (0.2, 3.0, 0.5, 5.0, 1.5, 0.1, 4.0, 0.8, 2.0, 10.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The clipping jepa/optim.py had before it used optax.clip_by_global_norm / conditionally_transform, verbatim.
+# ------------------------------------------------------------------------------------------------------------
+
+
+class _OldClipState(NamedTuple):
+  count: jax.Array
+
+
+def _old_clip_by_global_norm_from(max_norm, start_step):
+  def init(params):
+    del params
+    return _OldClipState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    norm = optax.tree.norm(updates)
+    active = (state.count >= start_step) & (norm > max_norm)
+    scale = jnp.where(active, max_norm / jnp.maximum(norm, 1e-12), 1.0)
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), _OldClipState(count=state.count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _old_make_optimizer(optim_cfg, lr_fn, wd_fn):
+  tx = optax.adamw(lr_fn, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps, weight_decay=wd_fn,
+                   mask=optim.decay_mask)
+  if optim_cfg.grad_clip > 0:
+    start = optim_cfg.warmup_steps if optim_cfg.clip_after_warmup else 0
+    tx = optax.chain(_old_clip_by_global_norm_from(optim_cfg.grad_clip, start), tx)
+  return tx
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Float64 NumPy reference: clip (from update index `start` on), Adam, decoupled decay on the masked leaves.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _np_run(cfg, lr_fn, wd_fn, params, grads_seq, decay):
+  start = cfg.warmup_steps if cfg.clip_after_warmup else 0
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  v = {k: np.zeros_like(x) for k, x in p.items()}
+  out = []
+  for t, grads in enumerate(grads_seq):
+    g = {k: np.asarray(x, np.float64) for k, x in grads.items()}
+    norm = np.sqrt(sum(np.sum(x**2) for x in g.values()))
+    if cfg.grad_clip > 0 and t >= start and norm > cfg.grad_clip:
+      g = {k: x * cfg.grad_clip / norm for k, x in g.items()}
+    lr, wd = float(lr_fn(t)), float(wd_fn(t))
+    updates = {}
+    for k in p:
+      m[k] = cfg.b1 * m[k] + (1 - cfg.b1) * g[k]
+      v[k] = cfg.b2 * v[k] + (1 - cfg.b2) * g[k] ** 2
+      mhat, vhat = m[k] / (1 - cfg.b1 ** (t + 1)), v[k] / (1 - cfg.b2 ** (t + 1))
+      u = mhat / (np.sqrt(vhat) + cfg.eps) + (wd * p[k] if decay[k] else 0.0)
+      updates[k] = -lr * u
+      p[k] = p[k] + updates[k]
+    out.append(updates)
+  return out
+
+
+def _setup(grad_clip, clip_after_warmup, warmup_steps):
+  cfg = ml_collections.ConfigDict(dict(
+      lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=warmup_steps, weight_decay=0.04, final_weight_decay=0.4,
+      schedule_scale=1.0, b1=0.9, b2=0.999, eps=1e-8, grad_clip=grad_clip, clip_after_warmup=clip_after_warmup))
+  ema = ml_collections.ConfigDict(dict(momentum=0.996, final_momentum=1.0))
+  rng = np.random.default_rng(0)
+  params = {"kernel": rng.standard_normal((8, 6)), "bias": rng.standard_normal(6),
+            "mask_token": rng.standard_normal((1, 1, 6)), "scale": 1 + 0.1 * rng.standard_normal(6)}
+  params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+  grads_seq = []
+  for s in NORM_SCALES:
+    g = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    norm = np.sqrt(sum(np.sum(x**2) for x in g.values()))
+    grads_seq.append({k: jnp.asarray(x * s * max(grad_clip, 1.0) / norm, jnp.float32) for k, x in g.items()})
+  return cfg, ema, params, grads_seq
+
+
+def _run(tx, params, grads_seq):
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  out = []
+  for grads in grads_seq:
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(updates)
+  return out, state
+
+
+@pytest.mark.parametrize("grad_clip,clip_after_warmup,warmup_steps", [
+    (1.0, True, 4),    # V-JEPA: clipping from update index 4 on (state: ConditionallyTransformState)
+    (1.0, False, 4),   # clipping from the first update (state: clip_by_global_norm's empty state)
+    (1.0, True, 0),    # clip after a warmup of 0 = always
+    (0.0, False, 3),   # no clipping: plain adamw
+])
+def test_updates_equal_previous_implementation_and_numpy(grad_clip, clip_after_warmup, warmup_steps):
+  cfg, ema, params, grads_seq = _setup(grad_clip, clip_after_warmup, warmup_steps)
+  lr_fn, wd_fn, _ = schedules.from_config(cfg, ema, NUM_UPDATES)
+  new, state = _run(optim.make_optimizer(cfg, lr_fn, wd_fn), params, grads_seq)
+  old_lr, old_wd, _ = _old_from_config(cfg, ema, NUM_UPDATES)
+  old, _ = _run(_old_make_optimizer(cfg, old_lr, old_wd), params, grads_seq)
+  decay = jax.tree.map(bool, optim.decay_mask(params))
+  assert decay == {"kernel": True, "bias": False, "mask_token": True, "scale": False}
+  ref = _np_run(cfg, lr_fn, wd_fn, params, grads_seq, decay)
+  for t in range(NUM_UPDATES):
+    for k in params:
+      got = np.asarray(new[t][k])
+      np.testing.assert_allclose(got, np.asarray(old[t][k]), rtol=0, atol=1e-7, err_msg=f"update {t}, {k}")
+      np.testing.assert_allclose(got, ref[t][k], rtol=1e-4, atol=1e-7, err_msg=f"update {t}, {k} (NumPy)")
+  # The clipping did something: without it, the large-gradient updates differ.
+  if grad_clip > 0:
+    unclipped, _ = _run(optim.make_optimizer(ml_collections.ConfigDict(dict(cfg, grad_clip=0.0)), lr_fn, wd_fn),
+                        params, grads_seq)
+    first_clipped = warmup_steps if clip_after_warmup else 0
+    first_clipped = next(t for t in range(first_clipped, NUM_UPDATES) if NORM_SCALES[t] > 1)
+    assert all(np.allclose(new[t]["kernel"], unclipped[t]["kernel"], rtol=0, atol=0) for t in range(first_clipped))
+    assert not np.allclose(new[first_clipped]["kernel"], unclipped[first_clipped]["kernel"], rtol=1e-3)
+  # The state's structure (what checkpoints store): adamw's, behind the clip's when there is one.
+  if grad_clip > 0 and clip_after_warmup and warmup_steps > 0:
+    assert isinstance(state[0], optax.ConditionallyTransformState) and int(state[0].step) == NUM_UPDATES
+    assert jax.tree.leaves(state[0].inner_state) == []
+  elif grad_clip > 0:
+    assert jax.tree.leaves(state[0]) == []
+
+
+@pytest.mark.parametrize("momentum", [0.996, 0.9996, 0.998, 0.5, 1.0, 0.0])
+def test_incremental_update_is_the_ema(momentum):
+  """optax.incremental_update(params, ema, 1 - m) = m * ema + (1 - m) * params (the train step's EMA).
+
+  m is a float32 as the momentum schedule returns it: 1 - m and 1 - (1 - m) = m are then exact in float32 for
+  m in [0.5, 1] (Sterbenz), so both forms multiply by the same coefficients. The sums of the two products can
+  still differ by one rounding (XLA may contract a * b + c * d into an FMA, on whichever product comes first),
+  so the two agree to 1 ulp: to 1e-7 where |x| < 1 (ulp 6e-8), relative 2^-23 everywhere.
+  """
+  shapes = {"a": (256, 64), "b": {"c": (3,), "d": (2, 3, 4)}, "e": (4096,)}
+  leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+  keys = jax.random.split(jax.random.key(3), 2 * len(leaves))
+  m = jnp.float32(momentum)
+  ema_fn = jax.jit(lambda p, e, m: optax.incremental_update(new_tensors=p, old_tensors=e, step_size=1 - m))
+  by_hand = jax.jit(lambda p, e, m: jax.tree.map(lambda p, e: m * e + (1 - m) * p, p, e))
+  for scale in (1.0, 10.0):  # |x| < 1 (uniform), and up to 10
+    params = treedef.unflatten([jax.random.uniform(k, s, jnp.float32, -scale, scale)
+                                for k, s in zip(keys, leaves)])
+    ema = treedef.unflatten([jax.random.uniform(k, s, jnp.float32, -scale, scale)
+                             for k, s in zip(keys[len(leaves):], leaves)])
+    got, want = ema_fn(params, ema, m), by_hand(params, ema, m)
+    want_eager = jax.tree.map(lambda p, e: m * e + (1 - m) * p, params, ema)
+    for g, w, w_eager, p, e in zip(*(jax.tree.leaves(t) for t in (got, want, want_eager, params, ema))):
+      g, w, w_eager = np.asarray(g), np.asarray(w), np.asarray(w_eager)
+      assert g.dtype == np.float32 and g.shape == p.shape
+      for ref in (w, w_eager):
+        assert np.all(np.abs(g - ref) <= np.spacing(np.abs(ref))), scale  # <= 1 ulp
+        if scale <= 1.0:
+          np.testing.assert_allclose(g, ref, rtol=0, atol=1e-7)
+      exact = float(m) * np.asarray(e, np.float64) + (1 - float(m)) * np.asarray(p, np.float64)
+      np.testing.assert_allclose(g, exact, rtol=0, atol=2.4e-7 * scale)  # ~2 roundings of |x| <= scale
