@@ -102,6 +102,5 @@ PRESETS = {"": _default, "in1k_vith14": _in1k_vith14, "cifar10": _cifar10,
 
 
 def get_config(arg=""):
-  c = common.base_config()
-  c.method = "ijepa"
+  c = common.method_config("ijepa")
   return common.apply_preset(c, arg or "", PRESETS)

@@ -29,7 +29,6 @@ from jepa import config as common
 
 def _iwm(c):
   """What every IWM preset shares: the paper's views, L2 loss, a flip in the shared geometry."""
-  c.method = "iwm"
   c.loss.kind = "l2"
   c.data.flip = True
   c.iwm.update(conditioning="feature", jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
@@ -100,5 +99,5 @@ PRESETS = {"": _default, "inv": _inv, "equi": _equi, "in1k_vitb16": _in1k_vitb16
 
 
 def get_config(arg=""):
-  c = common.base_config()
+  c = common.method_config("iwm")
   return common.apply_preset(c, arg or "", PRESETS)

@@ -154,6 +154,5 @@ PRESETS = {"": _default, "in1k_vith14": _in1k_vith14, "imagenette_vits8": _image
 
 
 def get_config(arg=""):
-  c = common.base_config()
-  c.method = "lejepa"
+  c = common.method_config("lejepa")
   return common.apply_preset(c, arg or "", PRESETS)

@@ -124,6 +124,5 @@ PRESETS = {"": _default, "vitl16": _vitl16, "vith16": _vith16, "vjepa2_vitl16": 
 
 
 def get_config(arg=""):
-  c = common.base_config()
-  c.method = "vjepa"
+  c = common.method_config("vjepa")
   return common.apply_preset(c, arg or "", PRESETS)

@@ -4,8 +4,8 @@ r"""EB-JEPA's action-conditioned world model on Two Rooms (jepa/methods/world_mo
   python -m jepa.main --config=configs/world_model.py:gpu --workdir=runs/wm_gpu  # EB-JEPA's published sizes
   python -m jepa.plan --workdir=runs/wm --episodes=50 --planner=mppi             # plan with a trained model
 
-This file declares the method's two sections (jepa/config.py's base_config has neither; Method.validate checks
-their keys, types and ranges):
+The method declares its two sections (jepa/methods/world_model.py `config_sections`; jepa/config.py checks
+their keys and types, Method.validate their ranges):
 
 world_model: the model and its loss
   latent_dim      D, the latent (= GRU hidden) size (EB-JEPA: 512)
@@ -18,7 +18,7 @@ world_model: the model and its loss
   std_weight 16, cov_weight 8, temporal_weight 12, idm_weight 1 (VC_IDM_Sim_Regularizer, train.yaml)
   sigreg_weight, sigreg_slices   SIGReg's weight and random directions (regularizer='sigreg' only)
 
-planner: the planning evaluator (run by Trainer.evaluate after training and at eval.every) and jepa.plan
+planner: the planning evaluator (run after training and at eval.every) and jepa.plan
   kind            'mppi' | 'cem'; horizon, num_samples, num_iterations, num_elites as in jepa/planning.py
   init_std        initial sampling std; 0 = the kind's EB-JEPA value (CEM 1.5, MPPI 2)
   temperature     MPPI inverse temperature (0.005); action_bound: each action's norm clip (2.45)
@@ -46,22 +46,7 @@ Presets (the text after ':'):
          baseline beside the trained model.
   tiny   A seconds-long run for tests (tiny model, 6 steps, 2 short planning episodes, no pictures or report).
 """
-import ml_collections
-
 from jepa import config as common
-
-
-def _sections(c):
-  c.world_model = ml_collections.ConfigDict(dict(
-      latent_dim=512, channels=(16, 32, 32), blocks=2, idm_hidden=256, rollout_steps=8, frames=17,
-      regularizer="vc", std_weight=16.0, cov_weight=8.0, temporal_weight=12.0, idm_weight=1.0,
-      sigreg_weight=0.05, sigreg_slices=256,
-  ))
-  c.planner = ml_collections.ConfigDict(dict(
-      kind="mppi", horizon=90, num_samples=200, num_iterations=20, num_elites=20, init_std=0.0,
-      temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample",
-      episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False,
-  ))
 
 
 def _optim(c, *, num_steps, lr=1e-3):
@@ -106,8 +91,6 @@ PRESETS = {"": _default, "gpu": _gpu, "tiny": _tiny}
 
 
 def get_config(arg=""):
-  c = common.base_config()
-  c.method = "world_model"
+  c = common.method_config("world_model")
   c.data.source = "two_rooms"
-  _sections(c)
   return common.apply_preset(c, arg or "", PRESETS)

@@ -1,8 +1,14 @@
 """Config defaults and validation shared by every config file in configs/.
 
-Every `configs/<method>_<model>.py` starts from `base_config()` and changes what its method needs. Keys that
-a method does not use keep their defaults; `validate()` below checks them all before anything compiles.
+Every `configs/<method>_<model>.py` starts from `method_config(method)`: `base_config()` (the keys every run
+shares: data, model, optim, ema, train, eval, mesh, distributed) plus the sections its method declares in
+jepa/methods/<method>.py (`config_sections()`: LeJEPA's `lejepa`, IWM's `iwm`, the masked methods' `masks`
+and `loss`, the world model's `world_model` and `planner`). `validate()` checks every key's name and type
+against those defaults and the shared values before anything compiles; each method checks its own sections'
+values in `Method.validate`, with the helpers below (`check_length`, `check_choice`).
 """
+import importlib
+
 import ml_collections
 
 from jepa.errors import ConfigError
@@ -58,32 +64,6 @@ def base_config():
       # more keeps extra learned tokens (released V-JEPA 2 predictors hold 10; see jepa/convert.py).
       predictor=ml_collections.ConfigDict(dict(width=384, depth=12, heads=0, num_mask_tokens=0)),
   ))
-
-  c.masks = ml_collections.ConfigDict(dict(
-      num_targets=4,
-      target_scale=(0.15, 0.2),
-      target_aspect=(0.75, 1.5),
-      context_scale=(0.85, 1.0),
-      min_context=10,
-      allow_overlap=False,
-      # Fixed token counts of 2D multi-block masks; 0 = the rule in jepa/masks.py (context: its expected size,
-      # target: the smallest block). Set both to match another implementation's compute (e.g. the I-JEPA
-      # reference keeps ~49 context / ~34 target tokens per block on 14x14).
-      context_keep=0,
-      target_keep=0,
-      # How an index list longer than its slots is cut: random (a uniform subset; ours) | raster (its first
-      # entries in raster order, as the references' truncation to the batch minimum; docs/fidelity.md).
-      truncation="random",
-      # 3D multi-block (V-JEPA): one mask group per entry; a scale entry is a number or a (low, high) range;
-      # the block aspect range is target_aspect.
-      video_blocks=(8, 2),
-      video_spatial_scale=(0.15, 0.7),
-      video_temporal_scale=(1.0, 1.0),
-  ))
-
-  # sigreg_weight > 0 adds w * SIGReg(mean-pooled context-encoder tokens) to a predictive JEPA's loss (I-JEPA,
-  # V-JEPA, IWM): LeJEPA's anti-collapse term inside a masked JEPA (jepa/methods/base.py context_sigreg).
-  c.loss = ml_collections.ConfigDict(dict(kind="smooth_l1", beta=1.0, sigreg_weight=0.0, sigreg_slices=256))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=100,
@@ -147,32 +127,6 @@ def base_config():
       report=True,
   ))
 
-  # --- method sections: each method adds its own section here (keys it alone reads) ---------------------------
-  # LeJEPA (jepa/methods/lejepa.py): multi-crop views, backbone + BN-MLP projector, (1-lam)*inv + lam*SIGReg.
-  c.lejepa = ml_collections.ConfigDict(dict(
-      backbone="vit",             # vit (model.encoder, model.patch_size; tokens mean-pooled) | resnet18|34|50
-      resnet_width=64,            # ResNet stem / first-stage width (64 = the standard models)
-      cifar_stem=True,            # ResNet: 3x3 stride-1 stem, no max-pool (small images)
-      num_global=2, num_local=6,  # views per image; global ones at data.image_size, local at local_size
-      global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), local_size=16,
-      global_size=0,              # training size of the global views (0 = data.image_size; ResNet only)
-      flip=0.5, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur=0.5,
-      blur_sigma=(0.1, 2.0), solarize=0.2,
-      lam=0.05, form="convex",    # convex: (1-lam)*inv + lam*SIGReg (paper) | additive: inv + lam*SIGReg
-      num_slices=1024, quadrature="library", num_knots=17, chunk_size=0,  # SIGReg; chunk 0 = unchunked
-      proj_hidden=2048, proj_dim=64, proj_layers=3,
-  ))
-
-  # IWM (jepa/methods/iwm.py, views in jepa/data/iwm_views.py); masks.* give the source view's blocks.
-  c.iwm = ml_collections.ConfigDict(dict(
-      conditioning="feature",     # feature (paper default) | sequence (action tokens) | none (ablation)
-      jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,  # both views, independent draws
-      blur_p=0.2, grayscale_p=0.2, solarize_p=0.2,                          # source view only
-      mrr_bank_size=16,           # augmented versions per image in the MRR bank (256 in the paper)
-      mrr_images=64,              # eval images scored by MRR (0 = no MRR)
-      mrr_batch_size=8,           # images per MRR step (x bank size target-encoder passes)
-  ))
-
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
   # Multi-host: explicit coordinator (coordinator_address, num_processes, process_id); or initialize=True,
   # which lets JAX find the hosts itself (Cloud TPU VM metadata, Slurm, Open MPI; tpu/launch.sh sets it); or
@@ -184,16 +138,46 @@ def base_config():
   return c
 
 
+FORMER_SHARED_SECTIONS = ("masks", "loss", "lejepa", "iwm")
+
+
+def method_sections(method):
+  """{section name: ConfigDict} that `method` declares (jepa/methods/<method>.py `config_sections`)."""
+  from jepa import methods  # pylint: disable=import-outside-toplevel  (the method modules import JAX)
+  if method not in methods.available():
+    raise ConfigError(f"method={method!r} is unknown; choose one of {methods.available()}")
+  module = importlib.import_module(f"jepa.methods.{method}")
+  return getattr(module, "config_sections", dict)()
+
+
+def method_config(method):
+  """base_config() with `method` set and its sections added: where every configs/ file starts."""
+  c = base_config()
+  c.method = method
+  for name, section in method_sections(method).items():
+    c[name] = section
+  return c
+
+
+def reference_config(config):
+  """The defaults `config` is checked and completed against: method_config of its method."""
+  return method_config(config.method) if "method" in config else base_config()
+
+
 def with_defaults(config):
-  """`config` with the keys it lacks taken from base_config() (a config.json saved before they existed).
+  """`config` with the keys it lacks taken from its method's defaults (a config.json saved before they
+  existed).
 
   Returns `config` itself when nothing is missing, else an unlocked copy with the missing keys added.
   """
-  reference, values = _flatten(base_config()), _flatten(config)
+  reference, values = _flatten(reference_config(config)), _flatten(config)
   missing = [k for k in reference if k not in values]
-  if not missing:
+  # config.json files written before the method sections moved to their methods carry every method's sections;
+  # those this method does not declare were never read, so they are dropped.
+  stale = [k for k in FORMER_SHARED_SECTIONS if k in config and not any(r.startswith(k + ".") for r in reference)]
+  if not missing and not stale:
     return config
-  out = ml_collections.ConfigDict(config.to_dict())
+  out = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k not in stale})
   for name in missing:
     *parents, leaf = name.split(".")
     node = out
@@ -216,35 +200,28 @@ def apply_preset(config, arg, presets):
 
 
 # --- validation ------------------------------------------------------------------------------------------------
+DTYPES = ("float32", "bfloat16")  # Compute dtypes (jepa/models/factory.py maps them).
+KNN_VOTES = ("weighted", "majority")  # jepa/evaluation/knn.py's votes.
+VIDEO_SOURCES = ("moving_digits", "video_csv", "tfds_video")  # jepa/data/video.py's sources.
 _CHOICES = {
-    "dtype": ("float32", "bfloat16"),
-    "data.source": ("digits", "tfds", "folder", "npz", "idx", "moving_digits", "video_csv", "tfds_video",
-                    "two_rooms", "synthetic"),
+    "dtype": DTYPES,
+    "data.source": ("digits", "tfds", "folder", "npz", "idx", "two_rooms", "synthetic") + VIDEO_SOURCES,
     "train.nan_policy": ("skip", "stop"),
-    "loss.kind": ("smooth_l1", "l1", "l2"),
-    "masks.truncation": ("random", "raster"),
-    "eval.knn.vote": ("weighted", "majority"),
+    "eval.knn.vote": KNN_VOTES,
 }
 _POSITIVE = ("train.batch_size", "train.num_steps", "train.log_every", "data.image_size", "model.patch_size",
              "eval.batch_size", "train.keep_checkpoints", "eval.knn.k", "eval.knn.temperature",
-             "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs",
-             "loss.sigreg_slices")
+             "eval.few_shot.trials", "eval.picture_examples", "train.collapse_alarm_logs")
 # 0 is meaningful for these (no periodic checkpoints / evals, reading in the main thread, no decay, ...).
 _NON_NEGATIVE = ("train.checkpoint_every", "eval.every", "data.num_threads", "data.num_workers", "data.prefetch",
                  "optim.lr", "optim.start_lr", "optim.final_lr", "optim.warmup_steps", "optim.weight_decay",
-                 "optim.final_weight_decay", "optim.grad_clip", "loss.sigreg_weight")
+                 "optim.final_weight_decay", "optim.grad_clip")
 
 
 # Pairs (and the 4 jitter strengths): exactly that many numbers, so that `lo, hi = ...` cannot fail later.
 _FIXED_LENGTH = (("data.crop_scale", 2, "min, max"), ("data.crop_ratio", 2, "min, max"),
-                 ("masks.target_scale", 2, "min, max"), ("masks.target_aspect", 2, "min, max"),
-                 ("masks.context_scale", 2, "min, max"), ("lejepa.global_scale", 2, "min, max"),
-                 ("lejepa.local_scale", 2, "min, max"), ("lejepa.blur_sigma", 2, "min, max"),
-                 ("lejepa.jitter", 4, "brightness, contrast, saturation, hue"),
                  # Images are converted to RGB before normalisation.
                  ("data.mean", 3, "one per RGB channel"), ("data.std", 3, "one per RGB channel"))
-# Methods that cut the patch grid into context and target blocks (jepa/masks.py).
-_MASKED_METHODS = ("ijepa", "iwm", "vjepa")
 
 
 def _flatten(cfg, prefix=""):
@@ -258,7 +235,8 @@ def _flatten(cfg, prefix=""):
   return out
 
 
-def _same_type(value, default):
+def same_type(value, default):
+  """Whether `value` may replace `default` (ints for floats, lists for tuples; bools only for bools)."""
   if isinstance(default, bool) or isinstance(value, bool):
     return isinstance(value, bool) and isinstance(default, bool)
   if isinstance(default, float):
@@ -268,24 +246,37 @@ def _same_type(value, default):
   return isinstance(value, type(default))
 
 
+def check_length(config, name, size, what):
+  """A one-line ConfigError unless config key `name` holds `size` numbers (`what` names them)."""
+  value = _flatten(config)[name]
+  if len(value) != size or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+    example = ",".join(str(v) for v in _flatten(reference_config(config))[name])
+    raise ConfigError(f"{name}={tuple(value)} must have {size} entries, numbers ({what}); e.g. "
+                      f"--config.{name}=({example})")
+
+
+def check_choice(config, name, choices):
+  """A one-line ConfigError unless config key `name` is one of `choices`."""
+  value = _flatten(config)[name]
+  if value not in choices:
+    raise ConfigError(f"{name}={value!r} is not one of {list(choices)}")
+
+
 def validate(config, *, num_devices, process_count=1):
   """Checks keys, types and sizes before anything compiles; raises a one-line ConfigError naming the key."""
-  reference = _flatten(base_config())
+  reference = _flatten(reference_config(config))
   values = _flatten(config)
   for name, value in values.items():
-    if "." in name and name.split(".")[0] not in {k.split(".")[0] for k in reference}:
-      continue  # A section base_config lacks is its method's: its config file declares it, Method.validate checks it.
     if name not in reference:
       close = [k for k in reference if k.split(".")[-1] == name.split(".")[-1]]
       hint = f"; did you mean {close[0]}?" if close else "; remove it or fix its spelling"
       raise ConfigError(f"config key {name} is unknown{hint}")
     default = reference[name]
-    if not _same_type(value, default):
+    if not same_type(value, default):
       raise ConfigError(f"config key {name}={value!r} has type {type(value).__name__}, expected "
                         f"{type(default).__name__} (like the default {default!r})")
   for name, choices in _CHOICES.items():
-    if values[name] not in choices:
-      raise ConfigError(f"{name}={values[name]!r} is not one of {list(choices)}")
+    check_choice(config, name, choices)
   for name in _POSITIVE:
     if values[name] <= 0:
       raise ConfigError(f"{name}={values[name]} must be positive")
@@ -307,11 +298,7 @@ def validate(config, *, num_devices, process_count=1):
   if not 0.0 < config.data.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 1)")
   for name, size, what in _FIXED_LENGTH:
-    value = values[name]
-    if len(value) != size or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-      example = ",".join(str(v) for v in reference[name])
-      raise ConfigError(f"{name}={tuple(value)} must have {size} entries, numbers ({what}); e.g. "
-                        f"--config.{name}=({example})")
+    check_length(config, name, size, what)
   lo, hi = config.data.crop_scale
   if not 0.0 < lo <= hi <= 1.0:
     raise ConfigError(f"data.crop_scale={tuple(config.data.crop_scale)} must satisfy 0 < min <= max <= 1")
@@ -324,15 +311,6 @@ def validate(config, *, num_devices, process_count=1):
     if not 0.0 <= values[name] <= 1.0:
       raise ConfigError(f"{name}={values[name]} must be in [0, 1]: the EMA target keeps that fraction of itself "
                         "each step (e.g. 0.996; 1.0 freezes it)")
-  if config.method in _MASKED_METHODS:
-    side = config.data.image_size // config.model.patch_size
-    if side < 2:
-      # No mask setting fits a 1x1 grid (a target block would leave no context), so the fix is the grid.
-      need = 2 * config.model.patch_size
-      raise ConfigError(f"data.image_size={config.data.image_size} with model.patch_size="
-                        f"{config.model.patch_size} gives a {side}x{side} patch grid, too small for context and "
-                        f"target blocks; use --config.data.image_size={need} or more (a multiple of "
-                        f"{config.model.patch_size}), or a smaller model.patch_size")
   if not 0.0 <= config.train.collapse_alarm < 1.0:
     raise ConfigError(f"train.collapse_alarm={config.train.collapse_alarm} must be in [0, 1): a fraction of "
                       "the early value (0 turns the alarm off)")

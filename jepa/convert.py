@@ -534,8 +534,7 @@ def default_config(fmt):
   Optimizer and EMA follow the format's recipe (configs/ijepa_vit.py, configs/vjepa_vit.py); pass --config for
   another recipe or data.
   """
-  c = config_lib.base_config()
-  c.method = FORMATS[fmt].method
+  c = config_lib.method_config(FORMATS[fmt].method)
   c.train.update(batch_size=16, num_steps=100, log_every=10, checkpoint_every=50)
   c.eval.update(batch_size=32, max_train_examples=1000, max_eval_examples=500)
   if fmt == "ijepa":

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 
 # Re-exported: `losses.sigreg`, `losses.epps_pulley`, ... are the public names.
-from jepa.sigreg import epps_pulley, quadrature_rule, sample_directions, sigreg  # pylint: disable=unused-import
+from jepa.sigreg import epps_pulley, quadrature_rule, sample_directions, sigreg  # noqa: F401
 
 Array = jax.Array
 ArrayLike = Any

@@ -6,8 +6,8 @@
     (`optax.clip_by_global_norm`); with clip_after_warmup only from update index warmup_steps on (V-JEPA clips
     only after warmup), by `optax.conditionally_transform` on its update count.
 
-State (checkpoints store it): `optax.adamw`'s, preceded when clipping by clip_by_global_norm's (empty) or, when
-clipping starts later, a `ConditionallyTransformState(inner_state=(), step=int32)`.
+State (checkpoints store it): `optax.adamw`'s, preceded when clipping by clip_by_global_norm's `EmptyState()` or,
+when clipping starts later, `ConditionallyTransformState(inner_state=EmptyState(), step=int32 update count)`.
 """
 import jax
 import optax

@@ -44,12 +44,12 @@ def maybe_initialize_distributed(cfg):
     raise ConfigError(f"distributed.process_id={pid} must be in [0, {num}) for distributed.num_processes={num}; "
                       f"give each process its own id 0..{num - 1} (process 0 hosts the coordinator)")
   if address:
-    _initialize_explicit(address, num, pid, cfg.get("initialization_timeout", 300))
-  elif num > 1 and not cfg.get("initialize", False) and not (cfg.auto and _multiprocess_environment()):
+    _initialize_explicit(address, num, pid, cfg.initialization_timeout)
+  elif num > 1 and not cfg.initialize and not (cfg.auto and _multiprocess_environment()):
     raise ConfigError(f"distributed.num_processes={num} needs distributed.coordinator_address=HOST:PORT (process "
                       "0's address, the same for every process); pass --config.distributed.coordinator_address=... "
                       "or set distributed.initialize=True on a TPU slice / Slurm job, or num_processes=1")
-  elif cfg.get("initialize", False):
+  elif cfg.initialize:
     jax.distributed.initialize()
   elif cfg.auto and _multiprocess_environment():
     jax.distributed.initialize()

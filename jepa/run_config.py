@@ -43,10 +43,15 @@ def load(workdir):
 
 
 def save(config, workdir):
-  """Writes `config` to `workdir/config.json` (the file `load` reads)."""
+  """Writes `config` to `workdir/config.json` (the file `load` reads).
+
+  Written aside and renamed: the other processes of a resumed run read it (check_resume) at the same time, and
+  must see the old file or the new one, never a truncated one."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2))
+  os.replace(path + ".tmp", path)
 
 
 # Keys a resumed run may change: how long it trains, what it logs, evaluates and keeps, where the data lies

@@ -301,17 +301,21 @@ def test_eval_batches_honour_skip_corrupt(tmp_path, capsys):
   assert it.corrupt is train
 
 
-@pytest.mark.parametrize("path,value,words", [
-    ("ema.final_momentum", -1.0, ["ema.final_momentum=-1.0 must be in [0, 1]"]),
-    ("lejepa.jitter", (0.4, 0.4), ["lejepa.jitter=(0.4, 0.4) must have 4 entries"]),
-    ("masks.target_scale", (0.15, "x"), ["masks.target_scale=(0.15, 'x') must have 2 entries, numbers"]),
+@pytest.mark.parametrize("name,path,value,words", [
+    ("ijepa_vit", "ema.final_momentum", -1.0, ["ema.final_momentum=-1.0 must be in [0, 1]"]),
+    ("lejepa_vit", "lejepa.jitter", (0.4, 0.4), ["lejepa.jitter=(0.4, 0.4) must have 4 entries"]),
+    ("ijepa_vit", "masks.target_scale", (0.15, "x"),
+     ["masks.target_scale=(0.15, 'x') must have 2 entries, numbers"]),
 ])
-def test_config_values_one_line(path, value, words):
-  c = load_config("ijepa_vit")
+def test_config_values_one_line(name, path, value, words):
+  """Shared keys are checked by config.validate, a method's sections by its Method.validate."""
+  from jepa.methods import get_method  # pylint: disable=import-outside-toplevel
+  c = load_config(name)
   section, key = path.split(".")
   c[section][key] = value
   with pytest.raises(ConfigError) as excinfo:
     config_lib.validate(c, num_devices=1)
+    get_method(c).validate()
   assert "\n" not in str(excinfo.value) and all(w in str(excinfo.value) for w in words), str(excinfo.value)
   c = load_config("ijepa_vit")
   c.train.num_steps, c.optim.warmup_steps = 10, 11

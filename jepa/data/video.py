@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jepa import config as config_lib
 from jepa.data import image_sources
 from jepa.data import source_base
 # The clip augmentations are re-exported: callers use video.random_resized_crop_video, ...
 from jepa.data.video_augment import center_crop_resize_video, hflip_video, random_resized_crop_video  # noqa: F401
 from jepa.errors import ConfigError, DataError
 
-SOURCES = ("moving_digits", "video_csv", "tfds_video")
+SOURCES = config_lib.VIDEO_SOURCES
 LABELS = ("motion", "digit")
 
 Example = dict[str, Any]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-VOTES = ("weighted", "majority")
+from jepa.config import KNN_VOTES as VOTES
 
 
 def _normalise(x):

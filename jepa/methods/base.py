@@ -27,10 +27,8 @@ Hooks for seeing what the model learns (all optional; jepa/pictures.py, jepa/eva
 import abc
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jepa import losses
 from jepa import plots  # noqa: F401  (re-exported for methods)
 from jepa import schedules
 from jepa.errors import ConfigError  # noqa: F401  (re-exported for methods)
@@ -41,7 +39,7 @@ class Method(abc.ABC):
   """Base class: holds the config and the pieces every image method shares."""
 
   ema_target = None  # Name of the submodule followed by the EMA target, or None.
-  probes = ("linear",)  # Probes run by Trainer.evaluate on `features`.
+  probes = ("linear",)  # Probes run on `features` (jepa/evaluation/suite.py).
   # Collapse monitors for train.collapse_alarm; the alarm watches those the method's loss logs.
   collapse_monitors = ("target_feature_std", "embedding_std", "rankme")
 
@@ -56,32 +54,6 @@ class Method(abc.ABC):
   def step_key(rng, purpose):
     """fold_in(rng, purpose), or None without a key (direct calls in evaluation or tests)."""
     return None if rng is None else jax.random.fold_in(rng, purpose)
-
-  def context_sigreg(self, tokens, valid, rng):
-    """Optional anti-collapse term of the predictive JEPAs: SIGReg on the pooled context-encoder output.
-
-      e_b = sum_k valid_bk z_bk / sum_k valid_bk    (mean of the valid context tokens of example b)
-      term = loss.sigreg_weight * SIGReg({e_b}_b)   (jepa.losses.sigreg, loss.sigreg_slices directions)
-
-    As in LeJEPA, SIGReg pushes the batch of embeddings towards an isotropic Gaussian, which a collapsed
-    encoder (and, through the EMA, its target) cannot satisfy. The statistic is over the global batch.
-
-    Args:
-      tokens: [B, K, D] context-encoder outputs.
-      valid: [B, K] bool, False for padded context slots.
-      rng: the step key; the directions come from step_key(rng, SIGREG).
-
-    Returns:
-      (term, metrics): 0.0 and {} when loss.sigreg_weight is 0.
-    """
-    weight = self.config.loss.get("sigreg_weight", 0.0)
-    if not weight:
-      return 0.0, {}
-    v = valid.astype(jnp.float32)[..., None]
-    pooled = jnp.sum(tokens.astype(jnp.float32) * v, axis=1) / jnp.maximum(jnp.sum(v, axis=1), 1.0)
-    reg = losses.sigreg(pooled, key=self.step_key(rng, self.SIGREG),
-                        num_slices=self.config.loss.get("sigreg_slices", 256))
-    return weight * reg, {"sigreg": reg}
 
   # --- the method's own parts -------------------------------------------------------------------------------
   @abc.abstractmethod

@@ -22,8 +22,10 @@ def mask_sampler(config, grid):
       target_aspect=tuple(m.target_aspect), context_scale=tuple(m.context_scale),
       min_context=m.min_context, allow_overlap=m.allow_overlap,
       # 0 (the default) keeps the sampler's own rule for the fixed token counts; see masks.context_keep.
-      context_keep=m.get("context_keep", 0) or None, target_keep=m.get("target_keep", 0) or None,
-      truncation=m.get("truncation", "random"))
+      context_keep=m.context_keep or None, target_keep=m.target_keep or None, truncation=m.truncation)
+
+
+config_sections = masked.config_sections  # `masks` and `loss`
 
 
 class IJEPA(masked.MaskedMethod):

@@ -16,6 +16,7 @@ follows the encoder by EMA.
 """
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jepa import losses
 from jepa import plots
@@ -25,6 +26,19 @@ from jepa.methods import base
 from jepa.methods import masked
 
 CONDITIONINGS = ("feature", "sequence", "none")
+
+
+def config_sections():
+  """The masked methods' `masks` (the source view's blocks) and `loss`, and IWM's own `iwm` (views in
+  jepa/data/iwm_views.py, MRR in jepa/evaluation/mrr.py)."""
+  return {**masked.config_sections(), "iwm": ml_collections.ConfigDict(dict(
+      conditioning="feature",     # feature (paper default) | sequence (action tokens) | none (ablation)
+      jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,  # both views, independent draws
+      blur_p=0.2, grayscale_p=0.2, solarize_p=0.2,                          # source view only
+      mrr_bank_size=16,           # augmented versions per image in the MRR bank (256 in the paper)
+      mrr_images=64,              # eval images scored by MRR (0 = no MRR)
+      mrr_batch_size=8,           # images per MRR step (x bank size target-encoder passes)
+  ))}
 
 
 class IWM(masked.MaskedMethod):

@@ -29,9 +29,11 @@ regenerated for each grid (jepa/models/vit.py), so no interpolation is involved.
 """
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from jepa import config as config_lib
 from jepa import losses
 from jepa.data import augment
 from jepa.evaluation import collapse
@@ -66,6 +68,23 @@ def _check_scale(name, scale):
 def _check_prob(name, p):
   if not 0.0 <= p <= 1.0:
     raise base.ConfigError(f"lejepa.{name}={p} is a probability; use a value in [0, 1]")
+
+
+def config_sections():
+  """LeJEPA's section: views, backbone + projector, SIGReg."""
+  return {"lejepa": ml_collections.ConfigDict(dict(
+      backbone="vit",             # vit (model.encoder, model.patch_size; tokens mean-pooled) | resnet18|34|50
+      resnet_width=64,            # ResNet stem / first-stage width (64 = the standard models)
+      cifar_stem=True,            # ResNet: 3x3 stride-1 stem, no max-pool (small images)
+      num_global=2, num_local=6,  # views per image; global ones at data.image_size, local at local_size
+      global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), local_size=16,
+      global_size=0,              # training size of the global views (0 = data.image_size; ResNet only)
+      flip=0.5, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale=0.2, blur=0.5,
+      blur_sigma=(0.1, 2.0), solarize=0.2,
+      lam=0.05, form="convex",    # convex: (1-lam)*inv + lam*SIGReg (paper) | additive: inv + lam*SIGReg
+      num_slices=1024, quadrature="library", num_knots=17, chunk_size=0,  # SIGReg; chunk 0 = unchunked
+      proj_hidden=2048, proj_dim=64, proj_layers=3,
+  ))}
 
 
 class LeJEPA(base.Method):
@@ -109,13 +128,14 @@ class LeJEPA(base.Method):
                              "ResNet backbone, a positive size (a ViT's position table fits one grid)")
     if cfg.num_local and cfg.local_size <= 0:
       raise base.ConfigError(f"lejepa.local_size={cfg.local_size} must be positive")
+    for name, size, what in (("lejepa.global_scale", 2, "min, max"), ("lejepa.local_scale", 2, "min, max"),
+                             ("lejepa.blur_sigma", 2, "min, max"),
+                             ("lejepa.jitter", 4, "brightness, contrast, saturation, hue")):
+      config_lib.check_length(self.config, name, size, what)
     _check_scale("global_scale", cfg.global_scale)
     _check_scale("local_scale", cfg.local_scale)
     for name in ("flip", "jitter_p", "grayscale", "blur", "solarize"):
       _check_prob(name, cfg[name])
-    if len(cfg.jitter) != 4:
-      raise base.ConfigError(f"lejepa.jitter={tuple(cfg.jitter)} must be 4 numbers: (brightness, contrast, "
-                             "saturation, hue)")
     if cfg.form not in ("convex", "additive"):
       raise base.ConfigError(f"lejepa.form={cfg.form!r} is unknown; use 'convex' ((1-lam)*inv + lam*SIGReg) "
                              "or 'additive' (inv + lam*SIGReg)")
@@ -132,9 +152,6 @@ class LeJEPA(base.Method):
       raise base.ConfigError(f"lejepa.quadrature / lejepa.num_knots: {e}") from None
     if self.config.train.batch_size < 2:
       raise base.ConfigError("train.batch_size must be >= 2: SIGReg and BatchNorm are batch statistics")
-    if self.config.loss.get("sigreg_weight", 0.0):
-      raise base.ConfigError("loss.sigreg_weight adds SIGReg to the predictive JEPAs (I-JEPA, V-JEPA, IWM); "
-                             "LeJEPA's own SIGReg weight is lejepa.lam")
 
   # --- views ------------------------------------------------------------------------------------------------
   def _view(self, image, rng, size, scale):

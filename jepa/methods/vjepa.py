@@ -56,6 +56,9 @@ def mask_sampler(config, grid):
                                   lambda g: f"{_GROUP_KEYS[g.group(2)]}[{g.group(1)}]", str(e))) from None
 
 
+config_sections = masked.config_sections  # `masks` and `loss`
+
+
 class VJEPA(masked.MaskedMethod):
   probes = ("attentive",)
 

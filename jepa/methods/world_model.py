@@ -55,9 +55,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from jepa import config as config_lib
 from jepa import losses
 from jepa import planning
 from jepa.data import trajectories
@@ -76,17 +78,18 @@ LABEL_FREE_EVALUATORS = ("probes", "rankme")
 # The EB-JEPA initial standard deviation of each planner (planning.PlannerConfig.ebjepa), used for init_std=0.
 INIT_STD = {"cem": 1.5, "mppi": 2.0}
 
-# The keys this method reads, with their types; configs/world_model.py declares the sections and documents them.
-WORLD_MODEL_KEYS = {
-    "latent_dim": int, "channels": tuple, "blocks": int, "idm_hidden": int, "rollout_steps": int, "frames": int,
-    "regularizer": str, "std_weight": float, "cov_weight": float, "temporal_weight": float, "idm_weight": float,
-    "sigreg_weight": float, "sigreg_slices": int,
-}
-PLANNER_KEYS = {
-    "kind": str, "horizon": int, "num_samples": int, "num_iterations": int, "num_elites": int, "init_std": float,
-    "temperature": float, "action_bound": float, "momentum": float, "cost": str, "mppi_output": str,
-    "episodes": int, "seed": int, "max_steps": int, "replan_every": int, "level": str, "warm_start": bool,
-}
+def config_sections():
+  """The method's `world_model` (model and loss) and `planner` sections, documented in configs/world_model.py."""
+  return {
+      "world_model": ml_collections.ConfigDict(dict(
+          latent_dim=512, channels=(16, 32, 32), blocks=2, idm_hidden=256, rollout_steps=8, frames=17,
+          regularizer="vc", std_weight=16.0, cov_weight=8.0, temporal_weight=12.0, idm_weight=1.0,
+          sigreg_weight=0.05, sigreg_slices=256)),
+      "planner": ml_collections.ConfigDict(dict(
+          kind="mppi", horizon=90, num_samples=200, num_iterations=20, num_elites=20, init_std=0.0,
+          temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample",
+          episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False)),
+  }
 
 
 # --- loss terms (each checked against NumPy in tests/test_world_model.py) -------------------------------------
@@ -247,31 +250,22 @@ def summarize(out, max_steps):
 
 
 # --- config checks --------------------------------------------------------------------------------------------
-def _same_type(value, kind):
-  if kind is bool or isinstance(value, bool):
-    return kind is bool and isinstance(value, bool)
-  if kind is float:
-    return isinstance(value, (int, float))
-  if kind is tuple:
-    return isinstance(value, (tuple, list))
-  return isinstance(value, kind)
-
-
-def check_section(config, name, keys):
-  """One-line ConfigErrors for a missing section, a missing / unknown key or a value of the wrong type."""
+def check_section(config, name):
+  """One-line ConfigErrors for a missing section, a missing / unknown key or a value of the wrong type (against
+  `config_sections`); jepa.plan checks a workdir's config with it before anything is built."""
   if name not in config:
     raise base.ConfigError(f"config section {name} is missing; start from configs/world_model.py, which declares "
                            "it")
-  section = config[name]
+  section, defaults = config[name], config_sections()[name]
   for key in section:
-    if key not in keys:
-      raise base.ConfigError(f"config key {name}.{key} is unknown; use one of {sorted(keys)}")
-  for key, kind in keys.items():
+    if key not in defaults:
+      raise base.ConfigError(f"config key {name}.{key} is unknown; use one of {sorted(defaults)}")
+  for key, default in defaults.items():
     if key not in section:
       raise base.ConfigError(f"config key {name}.{key} is missing; add it (configs/world_model.py has its default)")
-    if not _same_type(section[key], kind):
+    if not config_lib.same_type(section[key], default):
       raise base.ConfigError(f"config key {name}.{key}={section[key]!r} has type {type(section[key]).__name__}, "
-                             f"expected {kind.__name__}")
+                             f"expected {type(default).__name__}")
 
 
 def check_data(config):
@@ -283,7 +277,7 @@ def check_data(config):
 
 def check_planner(config):
   """The planner section: keys, types and ranges (planning.validate for the planner's own fields)."""
-  check_section(config, "planner", PLANNER_KEYS)
+  check_section(config, "planner")
   p = config.planner
   planner_config(p)
   if p.episodes < 0:
@@ -318,7 +312,7 @@ class WorldModelMethod(base.Method):
 
   def validate(self):
     check_data(self.config)
-    check_section(self.config, "world_model", WORLD_MODEL_KEYS)
+    check_section(self.config, "world_model")
     cfg = self.config.world_model
     for name in ("latent_dim", "idm_hidden", "rollout_steps", "sigreg_slices"):
       if cfg[name] < 1:
@@ -348,9 +342,6 @@ class WorldModelMethod(base.Method):
     if self.config.train.batch_size < 2:
       raise base.ConfigError("train.batch_size must be >= 2: the variance, covariance and SIGReg terms are batch "
                              "statistics")
-    if self.config.loss.get("sigreg_weight", 0.0):
-      raise base.ConfigError("loss.sigreg_weight is the predictive JEPAs' context SIGReg; the world model's is "
-                             "--config.world_model.regularizer=sigreg (weight world_model.sigreg_weight)")
     names = [n.strip() for n in self.config.eval.evaluators.split(",") if n.strip()]
     labelled = [n for n in names if n not in LABEL_FREE_EVALUATORS]
     if labelled:

@@ -2,16 +2,17 @@
 import jax
 import jax.numpy as jnp
 
+from jepa import config as config_lib
 from jepa.errors import ConfigError
 from jepa.models import predictor as predictor_lib
 from jepa.models import vit as vit_lib
 
 
 def compute_dtype(name):
-  try:
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
-  except KeyError:
-    raise ConfigError(f"dtype={name!r} is not supported; use 'float32' or 'bfloat16'") from None
+  """The jnp dtype of config.dtype, one of config.DTYPES."""
+  if name not in config_lib.DTYPES:
+    raise ConfigError(f"dtype={name!r} is not supported; use one of {list(config_lib.DTYPES)}")
+  return jnp.dtype(name)
 
 
 def encoder_dims(enc_cfg):
@@ -34,12 +35,12 @@ def encoder_dims(enc_cfg):
 
 def build_encoder(config, rngs):
   width, depth, heads, mlp_ratio = encoder_dims(config.model.encoder)
-  video = config.data.get("num_frames", 0) or None
+  video = config.data.num_frames or None
   return vit_lib.ViT(image_size=config.data.image_size, patch_size=config.model.patch_size,
                      in_channels=3, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
-                     num_frames=video, tubelet_size=config.model.get("tubelet_size", 2),
+                     num_frames=video, tubelet_size=config.model.tubelet_size,
                      pos_embedding=config.model.pos_embedding, remat=remat_setting(config),
-                     drop_path_rate=config.model.encoder.get("drop_path", 0.0),
+                     drop_path_rate=config.model.encoder.drop_path,
                      dtype=compute_dtype(config.dtype), rngs=rngs)
 
 
@@ -49,7 +50,7 @@ def remat_setting(config):
   recompute the rest)."""
   if not config.model.remat:
     return False
-  policy = config.model.get("remat_policy", "")
+  policy = config.model.remat_policy
   if policy and not callable(getattr(jax.checkpoint_policies, policy, None)):
     raise ConfigError(f"model.remat_policy={policy!r} is not in jax.checkpoint_policies; use '' (save nothing), "
                       "'dots_saveable' or 'dots_with_no_batch_dims_saveable'")
@@ -62,7 +63,7 @@ def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, con
   _, _, enc_heads, _ = encoder_dims(config.model.encoder)
   heads = pred.heads or enc_heads
   # An explicit count may exceed the method's (the method then uses the first ones), never fall short of it.
-  configured = pred.get("num_mask_tokens", 0)
+  configured = pred.num_mask_tokens
   if configured and configured < num_mask_tokens:
     raise ConfigError(f"model.predictor.num_mask_tokens={configured} is fewer than the {num_mask_tokens} mask "
                       "tokens this method uses; set 0 (the method's count) or more")
