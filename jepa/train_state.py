@@ -120,8 +120,12 @@ def define(config, devices=None):
 
 
 def ema_update(ema, params, momentum):
-  """The teacher's update, ema <- momentum * ema + (1 - momentum) * params (optax.incremental_update)."""
-  return optax.incremental_update(new_tensors=params, old_tensors=ema, step_size=1.0 - momentum)
+  """The teacher's update, ema <- momentum * ema + (1 - momentum) * params (optax.incremental_update).
+
+  optax computes step_size * new + (1 - step_size) * old; with new = ema and step_size = momentum this is the
+  expression above term by term, so the update is bit-identical to the hand-written one (the other argument
+  order rounds differently, by up to 1 ulp)."""
+  return optax.incremental_update(new_tensors=ema, old_tensors=params, step_size=momentum)
 
 
 def from_weights(state_def, params, ema, seed):
