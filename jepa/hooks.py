@@ -1,6 +1,6 @@
 """The loop's periodic actions, each a hook called after every step as `hook(step, state, metrics)`.
 
-  NonFiniteStop  with train.nan_policy='stop', ends the run once an update was skipped (checked at logs)
+  NonFiniteStop  with train.nan_policy='stop', ends the run once an update was skipped (at logs and saves)
   LogMetrics     every train.log_every steps: the window's mean metrics to metrics.jsonl / TensorBoard, the
                  progress line and the collapse alarm
   Checkpoint     every train.checkpoint_every steps (the loop also saves at the end and when it stops early)
@@ -24,10 +24,17 @@ class TrainingStopped(JepaError):
 
 
 class NonFiniteStop:
-  """Raises TrainingStopped (one line naming the first bad step) once a step was skipped, with 'stop'."""
+  """With nan_policy='stop', raises TrainingStopped (one line naming the first bad step) once a step was skipped:
+  checked at every log step (`every`, and `last`) and before every checkpoint save (Checkpoint calls `check`),
+  so no checkpoint is written after a bad step."""
 
-  def __init__(self, nan_policy):
-    self.active = nan_policy == "stop"
+  def __init__(self, nan_policy, every, last):
+    self.active, self.every, self.last = nan_policy == "stop", every, last
+
+  def __call__(self, step, state, metrics):
+    del metrics
+    if step % self.every == 0 or step == self.last:
+      self.check(state)
 
   def check(self, state):
     if self.active and int(state["skipped"]):
@@ -59,9 +66,9 @@ class Alarms:
 class LogMetrics:
   """Every `every` steps (and at `last`): the mean of the window's metrics, one row per logged step."""
 
-  def __init__(self, every, last, writer, alarms, progress, guard, *, corrupt=None):
+  def __init__(self, every, last, writer, alarms, progress, *, corrupt=None):
     self.every, self.last, self.writer, self.alarms = every, last, writer, alarms
-    self.progress, self.guard, self.corrupt = progress, guard, corrupt
+    self.progress, self.corrupt = progress, corrupt
     self.pending, self.last_loss = [], None
 
   def __call__(self, step, state, metrics):
@@ -71,7 +78,6 @@ class LogMetrics:
     host = jax.device_get(self.pending)
     self.pending = []
     self.progress.completed(step)
-    self.guard.check(state)
     row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
     row["skipped_steps"] = int(state["skipped"])
     if self.corrupt is not None:

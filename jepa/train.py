@@ -202,7 +202,7 @@ def train(run, *, stop_at=None):
   # Rows after `step` in metrics.jsonl come from a run that died before its next checkpoint; the writer drops
   # them because this run logs those steps again (one row per logged step, as uninterrupted).
   writer = metrics_lib.MetricWriter(run.workdir, enabled=jax.process_index() == 0, start_step=step)
-  hooks, saver, logger, alarms = _hooks(run, ckpt, iterator, writer, progress, log)
+  hooks, paused_hooks, saver, logger, alarms = _hooks(run, ckpt, iterator, writer, progress, log)
   if step and jax.process_index() == 0:
     alarms.replay(metrics_lib.read_jsonl(os.path.join(run.workdir, "metrics.jsonl")))
   start_time, compile_time = time.perf_counter(), None
@@ -231,9 +231,10 @@ def train(run, *, stop_at=None):
         if step % cfg.train.log_every == 0 or step == num_steps:
           jax.block_until_ready(metrics["loss"])
           in_flight.clear()
-        logger(step, state, metrics)
+        for hook in hooks:
+          hook(step, state, metrics)
         with progress.paused():  # Checkpoints and evaluations do not count against the throughput.
-          for hook in hooks:
+          for hook in paused_hooks:
             hook(step, state, metrics)
         reason = preemption.stop_reason(step)
         if reason:
@@ -249,20 +250,20 @@ def train(run, *, stop_at=None):
 
 
 def _hooks(run, ckpt, iterator, writer, progress, log):
-  """(periodic hooks, checkpoint hook, metrics logger, alarms) of the loop."""
+  """(hooks, hooks outside the throughput's clock, checkpoint hook, metrics logger, alarms) of the loop."""
   cfg, num_steps = run.config, run.config.train.num_steps
   is_main = jax.process_index() == 0
-  guard = hooks_lib.NonFiniteStop(cfg.train.nan_policy)
+  guard = hooks_lib.NonFiniteStop(cfg.train.nan_policy, cfg.train.log_every, num_steps)
   monitors = tuple(run.method.collapse_monitors) + ("probe/rankme/trained", "probe/lidar/trained")
   alarms = hooks_lib.Alarms(monitors, cfg.train, writer, is_main=is_main)
-  logger = hooks_lib.LogMetrics(cfg.train.log_every, num_steps, writer, alarms, progress, guard,
+  logger = hooks_lib.LogMetrics(cfg.train.log_every, num_steps, writer, alarms, progress,
                                 corrupt=iterator.corrupt)
   saver = hooks_lib.Checkpoint(cfg.train.checkpoint_every, num_steps, ckpt, iterator, guard,
                                functools.partial(train_state.meta, cfg))
   evaluate_fn = lambda state: suite.flat(evaluate(run, state, random_baseline=False))
   evaluator = hooks_lib.Evaluate(cfg.eval.every, num_steps, evaluate_fn, writer, alarms, log,
                                  pictures_fn=pictures_fn(run))
-  return (saver, evaluator), saver, logger, alarms
+  return (guard, logger), (saver, evaluator), saver, logger, alarms
 
 
 def _stop(ckpt, saver, writer, progress, log, step, state, reason):

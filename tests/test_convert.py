@@ -20,6 +20,7 @@ import pytest
 
 from jepa import convert
 from jepa import evaluate
+from jepa import official_weights
 from jepa import run_config
 from jepa import train
 from jepa.errors import CheckpointError, ConfigError
@@ -182,7 +183,7 @@ def test_the_cli_converts_a_torch_file_with_torch_hidden(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "converted vjepa checkpoint" in proc.stdout and "grid 2x4x4" in proc.stdout, proc.stdout
 
-  want = convert.convert_state_dicts(ref.to_numpy_state_dicts(ckpt), "vjepa", **flags)
+  want = official_weights.convert_state_dicts(ref.to_numpy_state_dicts(ckpt), "vjepa", **flags)
   _, state, _ = evaluate.restore(run_config.load(str(workdir)), str(workdir))
   got = {"params": _flat(jax.device_get(state["params"])), "ema": _flat(jax.device_get(state["ema"]))}
   expected = {"params": _flat({"encoder": want.encoder, "predictor": want.predictor}),
@@ -224,35 +225,35 @@ def test_load_errors_name_what_the_file_holds(tmp_path):
   # A dict without the state dicts: named with the keys it does hold.
   path = _torch_file(tmp_path, {"foo": torch.ones(2)})
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(path)
+    official_weights.load_torch_checkpoint(path)
   _one_line_error(e, f"--checkpoint={path} has no 'encoder' state dict (it holds ['foo'])")
   # A bare state dict of many tensors: its first keys and how many.
   sizes, _ = CASES["ijepa"]
   encoder, _, _ = ref.make_models("ijepa", **sizes)
   path = _torch_file(tmp_path, encoder.state_dict(), "bare.pth")
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(path)
+    official_weights.load_torch_checkpoint(path)
   _one_line_error(e, "has no 'encoder' state dict (it holds ['blocks.0.attn.proj.bias', ",
                   f"({len(encoder.state_dict())} keys)]")
   # Not a dict; a state dict that is not a dict; a tensor that is not floating-point.
   path = _torch_file(tmp_path, [torch.ones(2)], "list.pth")
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(path)
+    official_weights.load_torch_checkpoint(path)
   _one_line_error(e, "holds a list, not the dict of state dicts")
   full = {"encoder": {"w": torch.ones(2)}, "predictor": {"w": torch.ones(2)}, "target_encoder": 3}
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(_torch_file(tmp_path, full, "int.pth"))
+    official_weights.load_torch_checkpoint(_torch_file(tmp_path, full, "int.pth"))
   _one_line_error(e, "'target_encoder' in ", "is of type int, not a state dict")
   full["target_encoder"] = {"module.step": torch.tensor(3)}
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(_torch_file(tmp_path, full, "long.pth"))
+    official_weights.load_torch_checkpoint(_torch_file(tmp_path, full, "long.pth"))
   _one_line_error(e, "target_encoder['module.step'] in ", "is a tensor of int64, not a floating-point tensor")
   # Code in the file: refused, not run.
   marker = tmp_path / "pwned"
   evil = {"encoder": {}, "predictor": {}, "target_encoder": {}, "x": _Evil(marker)}
   path = _torch_file(tmp_path, evil, "evil.pth")
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(path)
+    official_weights.load_torch_checkpoint(path)
   _one_line_error(e, f"--checkpoint={path} is refused", "system")
   assert not marker.exists()
 
@@ -271,13 +272,13 @@ def test_folders_are_named_for_what_they_are(tmp_path):
   for source in (workdir, os.path.join(workdir, "checkpoints"), step, os.path.join(step, "state"),
                  os.path.join(step, "_CHECKPOINT_METADATA")):
     with pytest.raises(CheckpointError) as e:
-      convert.load_torch_checkpoint(source)
+      official_weights.load_torch_checkpoint(source)
     _one_line_error(e, f"--checkpoint={source} is a jepa workdir/checkpoint, not a PyTorch checkpoint",
                     f"python -m jepa.evaluate --workdir={workdir}")
   other = tmp_path / "folder"
   other.mkdir()
   with pytest.raises(CheckpointError) as e:
-    convert.load_torch_checkpoint(str(other))
+    official_weights.load_torch_checkpoint(str(other))
   _one_line_error(e, "is a directory, not a PyTorch checkpoint file")
 
 
@@ -290,14 +291,14 @@ def test_half_precision_checkpoints_are_read_as_float32(dtype, tmp_path):
   models = ref.make_models("ijepa", **sizes)
   ckpt = {name: {k: v.to(getattr(torch, dtype)) for k, v in ref.official_state_dict(m, "ijepa").items()}
           for name, m in zip(("encoder", "target_encoder", "predictor"), models)}
-  loaded = convert.load_torch_checkpoint(_torch_file(tmp_path, ckpt))
+  loaded = official_weights.load_torch_checkpoint(_torch_file(tmp_path, ckpt))
   for name, sd in ckpt.items():
     assert list(loaded[name]) == list(sd)
     for key, tensor in sd.items():
       assert loaded[name][key].dtype == np.float32 and loaded[name][key].flags.writeable
       np.testing.assert_array_equal(loaded[name][key], tensor.float().numpy(), err_msg=f"{name}[{key!r}]")
   if dtype == "float16":
-    converted = convert.convert_state_dicts(loaded, "ijepa", **flags)
+    converted = official_weights.convert_state_dicts(loaded, "ijepa", **flags)
     qkv = ckpt["encoder"]["module.blocks.1.attn.qkv.weight"].float().numpy()
     np.testing.assert_array_equal(converted.encoder["blocks"][1]["attn"]["qkv"]["kernel"], qkv.T)
 
@@ -310,16 +311,16 @@ def _spec(fmt, **kw):
   if fmt != "ijepa":
     sizes.update(tubelet_size=2, num_frames=4, num_mask_tokens=2 if fmt == "vjepa" else 10)
   sizes.update(kw)
-  return convert.ModelSpec(**sizes)
+  return official_weights.ModelSpec(**sizes)
 
 
 def _synthetic(spec, seed=0):
   """Official-layout state dicts ({name: {prefixed key: array}}) of random tensors and the right tables."""
   rng = np.random.default_rng(seed)
-  kind = convert.FORMATS[spec.format].pos_embedding
+  kind = official_weights.FORMATS[spec.format].pos_embedding
   prefix = "module." if spec.format == "ijepa" else "module.backbone."
-  layouts = {"encoder": convert.encoder_layout(spec), "target_encoder": convert.encoder_layout(spec),
-             "predictor": convert.predictor_layout(spec)}
+  layouts = {"encoder": official_weights.encoder_layout(spec), "target_encoder": official_weights.encoder_layout(spec),
+             "predictor": official_weights.predictor_layout(spec)}
   out = {}
   for name, layout in layouts.items():
     out[name] = {}
@@ -340,28 +341,28 @@ def _one_line_error(excinfo, *needles):
 
 
 def test_round_trip_infers_the_spec():
-  for fmt in convert.FORMATS:
+  for fmt in official_weights.FORMATS:
     spec = _spec(fmt)
     flags = dict(heads=2)
     if fmt == "vjepa2":
       flags.update(predictor_heads=2, image_size=16, num_frames=4)
-    converted = convert.convert_state_dicts(_synthetic(spec), fmt, **flags)
+    converted = official_weights.convert_state_dicts(_synthetic(spec), fmt, **flags)
     assert converted.spec == spec
     assert converted.predictor["mask_tokens"].shape == (spec.num_mask_tokens, 16)
 
 
 def test_reference_sizes_give_the_heads():
   """ViT-g at 1408: 16 heads for I-JEPA, 22 (vit_giant_xformers) and a 12-head predictor for V-JEPA 2."""
-  assert convert._default_heads("ijepa", 1408) == 16  # pylint: disable=protected-access
-  assert convert._default_heads("vjepa2", 1408) == 22  # pylint: disable=protected-access
-  assert convert._default_heads("vjepa", 1280) == 16  # pylint: disable=protected-access
-  assert int(1408 * convert._mlp_ratio(6144, 1408)) == 6144  # pylint: disable=protected-access
+  assert official_weights._default_heads("ijepa", 1408) == 16  # pylint: disable=protected-access
+  assert official_weights._default_heads("vjepa2", 1408) == 22  # pylint: disable=protected-access
+  assert official_weights._default_heads("vjepa", 1280) == 16  # pylint: disable=protected-access
+  assert int(1408 * official_weights._mlp_ratio(6144, 1408)) == 6144  # pylint: disable=protected-access
   with pytest.raises(ConfigError) as e:
-    convert.convert_state_dicts(_synthetic(_spec("ijepa")), "ijepa")  # width 32: not a reference size
+    official_weights.convert_state_dicts(_synthetic(_spec("ijepa")), "ijepa")  # width 32: not a reference size
   _one_line_error(e, "--heads")
 
 
-@pytest.mark.parametrize("fmt", sorted(convert.FORMATS))
+@pytest.mark.parametrize("fmt", sorted(official_weights.FORMATS))
 def test_missing_extra_and_misshaped_tensors_are_named(fmt):
   spec = _spec(fmt)
   prefix = "module." if fmt == "ijepa" else "module.backbone."
@@ -370,26 +371,26 @@ def test_missing_extra_and_misshaped_tensors_are_named(fmt):
   sd = _synthetic(spec)
   del sd["encoder"][prefix + "blocks.1.attn.proj.bias"]
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, fmt, **flags)
+    official_weights.convert_state_dicts(sd, fmt, **flags)
   _one_line_error(e, f"encoder['{prefix}blocks.1.attn.proj.bias'] is missing")
 
   sd = _synthetic(spec)
   sd["predictor"][prefix + "predictor_blocks.0.attn.q_norm.weight"] = np.ones(8, np.float32)
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, fmt, **flags)
+    official_weights.convert_state_dicts(sd, fmt, **flags)
   _one_line_error(e, f"predictor['{prefix}predictor_blocks.0.attn.q_norm.weight'] is unexpected")
 
   sd = _synthetic(spec)
   sd["target_encoder"][prefix + "blocks.1.attn.qkv.weight"] = np.zeros((90, 32), np.float32)
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, fmt, **flags)
+    official_weights.convert_state_dicts(sd, fmt, **flags)
   _one_line_error(e, f"target_encoder['{prefix}blocks.1.attn.qkv.weight'] has shape [90, 32], "
                   "expected [96, 32]")
 
   sd = _synthetic(spec)
   del sd["target_encoder"]
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, fmt, **flags)
+    official_weights.convert_state_dicts(sd, fmt, **flags)
   _one_line_error(e, "no 'target_encoder' state dict")
 
 
@@ -399,28 +400,28 @@ def test_a_position_table_that_is_not_ours_is_refused():
   # V-JEPA's row-first 2D table in an I-JEPA checkpoint (same shape, transposed layout).
   sd["encoder"]["module.pos_embed"] = posemb.sincos_2d_vjepa(4, 4, 32)[None]
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, "ijepa", heads=2)
+    official_weights.convert_state_dicts(sd, "ijepa", heads=2)
   _one_line_error(e, "encoder['module.pos_embed'] differs from the regenerated sincos_ijepa table for "
                   "grid 4x4")
 
   sd = _synthetic(spec)
   sd["predictor"]["module.predictor_pos_embed"] = sd["predictor"]["module.predictor_pos_embed"] + 0.01
   with pytest.raises(CheckpointError) as e:
-    convert.convert_state_dicts(sd, "ijepa", heads=2)
+    official_weights.convert_state_dicts(sd, "ijepa", heads=2)
   _one_line_error(e, "predictor['module.predictor_pos_embed'] differs")
 
 
 def test_the_video_grid_is_read_off_pos_embed():
   # 64 tokens fit the square grids 64x1x1, 16x2x2, 4x4x4 and 1x8x8; only the true one regenerates the table.
   spec = _spec("vjepa", num_frames=8)
-  converted = convert.convert_state_dicts(_synthetic(spec), "vjepa", heads=2)
+  converted = official_weights.convert_state_dicts(_synthetic(spec), "vjepa", heads=2)
   assert (converted.spec.num_frames, converted.spec.image_size) == (8, 16)
 
 
 # --------------------------------------------------------------------------- workdir, evaluation, training on
 def _converted_workdir(tmp_path):
   spec = _spec("ijepa")
-  converted = convert.convert_state_dicts(_synthetic(spec), "ijepa", heads=2)
+  converted = official_weights.convert_state_dicts(_synthetic(spec), "ijepa", heads=2)
   config = convert.apply_spec(_config("ijepa"), converted.spec)
   workdir = str(tmp_path / "run")
   convert.write_workdir(config, workdir, converted)

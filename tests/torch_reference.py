@@ -310,7 +310,7 @@ def save_official(path, kind, encoder, target, predictor, *, stale_pos_embed=Non
 
 
 def to_numpy_state_dicts(ckpt):
-  """{name: {key: float32 ndarray}} of a checkpoint dict (what jepa.convert.load_torch_checkpoint returns)."""
+  """{name: {key: float32 ndarray}} of a checkpoint dict (what jepa.official_weights.load_torch_checkpoint returns)."""
   return {name: {k: v.detach().float().numpy() for k, v in ckpt[name].items()}
           for name in ("encoder", "predictor", "target_encoder")}
 
