@@ -25,6 +25,7 @@ from jepa import train
 from jepa.data import pipeline
 from jepa.data import sources
 from jepa.errors import CheckpointError, ConfigError, DataError, JepaError
+from jepa.methods import get_method
 from tests.helpers import REPO, load_config
 
 CLI = [sys.executable, "-m", "jepa.main", "--config=configs/ijepa_vit.py:tiny"]
@@ -257,8 +258,10 @@ VALIDATE_CASES = [  # (config, devices, words the message must contain)
 
 @pytest.mark.parametrize("config,devices,words", VALIDATE_CASES)
 def test_bad_config_one_line_error(config, devices, words):
+  """Shared keys are checked by config.validate, a method's sections (here loss.*) by its Method.validate."""
   with pytest.raises(ConfigError) as excinfo:
     config_lib.validate(config, num_devices=devices)
+    get_method(config).validate()
   _assert_one_line(excinfo, words)
 
 

@@ -9,8 +9,12 @@ import pkgutil
 from jepa.errors import ConfigError
 
 
+# Shared bases of the methods, not methods themselves.
+BASES = ("base", "masked")
+
+
 def available():
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in BASES)
 
 
 def get_method(config):
