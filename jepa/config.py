@@ -105,7 +105,7 @@ def base_config():
           depth=0,                # 0 = the variant's reference depth (1 / 4)
           heads=0,                # 0 = width // 64 (head_dim 64, as ViT-S/B/L)
           epochs=20, batch_size=64, lr=1e-3, weight_decay=0.01)),
-      # What Trainer.evaluate runs on the frozen features (jepa/evaluation/evaluators.py), for the trained and
+      # What jepa/evaluation/suite.py runs on the frozen features (jepa/evaluation/evaluators.py), for the trained and
       # the random-init state: 'probes' = the method's own probes (Method.probes), then any of linear,
       # attentive, knn, few_shot, rankme, lidar. The method's extra evaluations (IWM: MRR) always run.
       evaluators="probes,knn,few_shot,rankme,lidar",
@@ -328,7 +328,7 @@ def check_training(config):
   """Checks of a config that only a training run needs (jepa.main calls it before anything starts); one line
   naming the key and the fix.
 
-  Kept out of `validate` (which every Trainer runs, evaluation included): a schedule that does not fit the run
+  Kept out of `validate` (which every run, evaluation included, calls): a schedule that does not fit the run
   matters only when training.
   """
   try:

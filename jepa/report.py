@@ -72,8 +72,8 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
   Args:
     workdir: the run's directory (metrics.jsonl and pictures/ inside).
     config: the run's config.
-    results: the dict Trainer.run writes to results.json (times, alarms, pictures).
-    probes: Trainer.evaluate's {result: {'trained': v, 'random_init': v}} ({} without evaluation).
+    results: the dict jepa/finish.py writes to results.json (times, alarms, pictures).
+    probes: jepa.evaluation.suite.evaluate's {result: {'trained': v, 'random_init': v}} ({} without evaluation).
     eval_seconds: {evaluator: seconds} spent, for a timing line.
     fraction: the collapse alarm's fraction (for the alarm lines).
     has_predictor, has_ema: whether the model has a predictor / an EMA teacher (their config lines are

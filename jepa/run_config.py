@@ -1,6 +1,6 @@
 r"""The config a run saved in its workdir (`WORKDIR/config.json`), as an ml_collections config file.
 
-`jepa.train.Trainer.run` and `jepa.convert` write `WORKDIR/config.json`; this module reads it back so that a
+`jepa.train` and `jepa.convert` write `WORKDIR/config.json`; this module reads it back so that a
 later command rebuilds exactly the same model, with `--config.*` overrides on top (e.g. another data source):
 
   python -m jepa.main --config=jepa/run_config.py:runs/x --workdir=runs/x --config.train.num_steps=2000

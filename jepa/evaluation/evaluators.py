@@ -1,8 +1,8 @@
-r"""Evaluators that `eval.evaluators` can name, run by jepa.train.Trainer.evaluate on frozen features.
+r"""Evaluators that `eval.evaluators` can name, run by jepa/evaluation/suite.py on frozen features.
 
 `eval.evaluators` is a comma-separated list; `probes` stands for the method's own `Method.probes` (I-JEPA,
 IWM, LeJEPA: 'linear'; V-JEPA: 'attentive'). Each evaluator gets the same extracted features (`EvalData`) and
-returns {result name: value}; Trainer.evaluate runs them for the trained state and a random init side by side.
+returns {result name: value}; suite.evaluate runs them for the trained state and a random init side by side.
 
   linear     logistic regression on average-pooled features, l2 picked on a hold-out of the training
              features (linear_probe.py)                                              -> linear

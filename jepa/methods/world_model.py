@@ -46,7 +46,7 @@ reference differ, and why:
   for its logs) is not built; the planning evaluator measures what the model is for.
 * world_model.frames can use fewer than the 17 frames of a window (the CPU default uses 9 = 1 + rollout_steps);
   the regularisers then see those frames only. The reference uses all 17.
-* The Trainer's evaluation extracts frozen features for its probes even when no probe runs: the eval
+* The evaluation (jepa/evaluation/suite.py) extracts frozen features for its probes even when no probe runs: the eval
   transform gives the encoder's latent of frame 0 with a dummy label -1 (trajectories have none; only RankMe,
   which needs no label, may be listed in eval.evaluators).
 """
@@ -211,7 +211,7 @@ def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None):
   """Plans `episodes` held-out Two Rooms episodes with `model` (a WorldModel); see the module docstring.
 
   Args:
-    model: the trained WorldModel (e.g. Trainer.eval_models(state)[0]).
+    model: the trained WorldModel (e.g. StateDef.models(state)[0]).
     planner_cfg: the config's `planner` section.
     episodes, kind, seed: override planner.episodes, planner.kind, planner.seed.
 
