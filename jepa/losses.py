@@ -35,7 +35,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 # Re-exported: `losses.sigreg`, `losses.epps_pulley`, ... are the public names.
 from jepa.sigreg import epps_pulley, quadrature_rule, sample_directions, sigreg  # noqa: F401
@@ -119,7 +118,6 @@ def smooth_l1(pred: ArrayLike, target: ArrayLike, *, beta: float = 1.0,
     d = pred - target,
     e(d) = 0.5 * d^2 / beta   if |d| < beta,
            |d| - 0.5 * beta   otherwise,
-         = huber(d; delta=beta) / beta,   huber = `optax.huber_loss`,
     loss = mean e(d)   (masked: sum_{p,k} m_p e_{p,k} / (K * sum_p m_p)).
 
   Same definition as `torch.nn.functional.smooth_l1_loss`; beta = 0 is L1. The I-JEPA objective is this with
@@ -128,22 +126,21 @@ def smooth_l1(pred: ArrayLike, target: ArrayLike, *, beta: float = 1.0,
   Args:
     pred: [..., K] prediction.
     target: [..., K] target, same shape.
-    beta: the switch point between the quadratic and the linear branch (<= 0: L1).
+    beta: the switch point between the quadratic and the linear branch.
     mask: optional bool or float array broadcastable to pred.shape[:-1] (True / weight > 0 = valid position).
 
   Returns:
     float32 scalar.
   """
-  if isinstance(beta, (int, float)):
-    if beta <= 0:
-      return _masked_mean(jnp.abs, _diff(pred, target), mask)
-    return _masked_mean(lambda d: optax.huber_loss(d, delta=beta) / beta, _diff(pred, target), mask)
+  if isinstance(beta, (int, float)) and beta <= 0:
+    return _masked_mean(jnp.abs, _diff(pred, target), mask)
 
   def elementwise(d):
-    # A traced beta: guard the denominator so that beta = 0 (L1) cannot produce a NaN in the discarded branch,
-    # which `where` would still propagate into the gradient.
+    ad = jnp.abs(d)
+    # The quadratic branch divides by beta; guard the denominator so that a traced beta of 0 cannot produce a
+    # NaN in the (discarded) branch, which `where` would still propagate into the gradient.
     safe_beta = jnp.where(beta > 0, beta, 1.0)
-    return jnp.where(beta > 0, optax.huber_loss(d, delta=safe_beta) / safe_beta, jnp.abs(d))
+    return jnp.where(ad < beta, 0.5 * jnp.square(d) / safe_beta, ad - 0.5 * beta)
 
   return _masked_mean(elementwise, _diff(pred, target), mask)
 
