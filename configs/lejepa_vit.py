@@ -43,14 +43,15 @@ Presets (the text after ':'):
                     slices, AdamW lr 5e-4, wd 5e-4 constant, cosine to lr/1000) instead of EB-JEPA's LARS.
                     Data: ../shared/data/cifar10/train.npz; validation is the 10% carve-out.
   cifar10_cpu       CIFAR-10 for a 2-core CPU budget (issue #17's 21.6 minutes): ResNet-18 (CIFAR stem) at width 16
-                    (embedding 128) for step speed; EB-JEPA's 2 views at 32 px (RRC 0.2-1, jitter p 0.8,
-                    grayscale 0.2, solarize 0.1, flip, no blur); projector 1024-1024 -> 128; 256 slices; lam 0.05;
-                    AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 3,000 steps (4.27 epochs of the
-                    45,000-image carve). Measured (experiments/results/budget/lejepa_cifar10_cpu.json): linear probe
-                    0.543, kNN 0.516 on the 5,000-image carve (raw pixels 0.411, random init 0.337), in 41 min of
-                    training on 2 cores at load 3.5-4.3 (77 img/s; the machine was shared with compile jobs).
-                    In 21.6 minutes at load 1.3-2.0 (budget.py --minutes=21.6: 2,851 steps, 136 img/s): 0.538
-                    linear, 0.503 kNN. Not yet the issue's 60%: the levers to measure are in docs/fidelity.md.
+                    (embedding 128) for step speed; EB-JEPA's 2 views (RRC 0.2-1, jitter p 0.8, grayscale 0.2,
+                    solarize 0.1, flip, no blur), trained at 24 px (lejepa.global_size) and probed at 32 px;
+                    projector 1024-1024 -> 128; 256 slices; lam 0.05; AdamW lr 2e-3, wd 5e-4, 200 warmup steps,
+                    cosine; batch 64, 4,645 steps (6.61 epochs of the 45,000-image carve: 21.6 minutes at the
+                    0.279 s/step measured on a quiet 2-core Xeon). Measured (experiments/results/budget/
+                    lejepa_cpu_g24.json): linear probe 0.566, kNN 0.549 on the 5,000-image carve (raw pixels
+                    0.411, random init 0.337); that run took 40.5 min because the cores were shared (load 2-5).
+                    With the views at 32 px (--config.lejepa.global_size=0) the 21.6 minutes hold 2,851 steps:
+                    0.538 / 0.503. Not yet the issue's 60%; docs/fidelity.md has the levers measured so far.
   imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
                     and the ImageNet stem (7x7 stride 2 + max-pool: the first stage runs at 16 x 16, as cheap per
                     image as cifar10_cpu's 32 x 32 at width 16), global views trained at 48 px (lejepa.global_size)
@@ -134,9 +135,9 @@ def _cifar10_cpu(c):
   ResNet-18, a smaller projector and fewer slices, and a short schedule."""
   _cifar10_resnet18(c)
   c.data.num_threads = 2
-  c.lejepa.update(resnet_width=16, num_slices=256, proj_hidden=1024)
-  # experiments/budget.py --minutes sets num_steps from the measured step time; 3,000 is the measured run's.
-  c.train.update(batch_size=64, num_steps=3000, log_every=100, checkpoint_every=1000)
+  c.lejepa.update(resnet_width=16, num_slices=256, proj_hidden=1024, global_size=24)
+  # 21.6 minutes at 0.279 s/step (quiet 2-core Xeon); experiments/budget.py --minutes measures it on the machine.
+  c.train.update(batch_size=64, num_steps=4645, log_every=100, checkpoint_every=1000)
   _lejepa_optim(c, lr=2e-3, weight_decay=5e-4, warmup_steps=200)
   c.eval.update(max_train_examples=45_000, max_eval_examples=5_000)
 
