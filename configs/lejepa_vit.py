@@ -50,6 +50,8 @@ Presets (the text after ':'):
                     0.279 s/step measured on a quiet 2-core Xeon). Measured (experiments/results/budget/
                     lejepa_cpu_g24.json): linear probe 0.566, kNN 0.549 on the 5,000-image carve (raw pixels
                     0.411, random init 0.337); that run took 40.5 min because the cores were shared (load 2-5).
+                    On quiet cores (budget.py --minutes=21.6, load 0.5-2.2): 4,856 steps in 22.2 min at 233
+                    img/s, linear 0.561, kNN 0.548 (lejepa_cifar10_cpu_g24_quiet.json).
                     With the views at 32 px (--config.lejepa.global_size=0) the 21.6 minutes hold 2,851 steps:
                     0.538 / 0.503. Not yet the issue's 60%; docs/fidelity.md has the levers measured so far.
   imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
