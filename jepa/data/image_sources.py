@@ -51,10 +51,7 @@ class DigitsSource(source_base.LazySource):
 
   def __getitem__(self, index: int) -> Example:
     index = self._check_index(index)
-    if self._images is None:
-      with self._lock:
-        if self._images is None:
-          self._load()
+    self._ensure("_images", self._load)
     return {"image": self._images[index], "label": int(self._labels[index])}
 
 
@@ -123,10 +120,7 @@ class TfdsSource(source_base.LazySource):
 
   def __getitem__(self, index: int) -> Example:
     index = self._check_index(index)
-    if self._ds is None:
-      with self._lock:
-        if self._ds is None:
-          self._open()
+    self._ensure("_ds", self._open)
     try:
       record = self._ds[index]
     except Exception as e:

@@ -143,6 +143,13 @@ class LazySource:
     self.__dict__.update(state)
     self._lock = threading.Lock()
 
+  def _ensure(self, attr: str, load) -> None:
+    """Runs `load()` once, under the lock, if `self.<attr>` is still None (first use in this process)."""
+    if getattr(self, attr) is None:
+      with self._lock:
+        if getattr(self, attr) is None:
+          load()
+
   def _check_index(self, index: int) -> int:
     n = len(self)
     index = int(index)

@@ -398,10 +398,7 @@ class TfdsVideoSource(image_sources.TfdsSource):
 
   def __getitem__(self, index: int) -> Example:
     index = self._check_index(index)
-    if self._ds is None:
-      with self._lock:
-        if self._ds is None:
-          self._open()
+    self._ensure("_ds", self._open)
     where = f"{self.name}[{self.split}] example {index}"
     try:
       record = self._ds[index]
