@@ -26,21 +26,18 @@ Results: experiments/results/budget/<name>.json; --summary writes experiments/re
 import glob
 import json
 import os
-import platform
 import sys
 import time
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import numpy as np
 
 from jepa import checkpoint
 from jepa import features as features_lib
-from jepa import parallel
 from jepa import train
-from jepa import train_state
 import baselines as baselines_lib  # experiments/baselines.py
+import timing  # experiments/timing.py
 from jepa.data import sources
 from jepa.evaluation import knn
 from jepa.evaluation import linear_probe
@@ -102,6 +99,7 @@ def rescore(config):
   config.eval.update(probe=False, pictures=False, report=False, every=0)
   config.train.num_steps = out["num_steps"]
   run = train.setup(config, FLAGS.workdir)
+  machine, cpu_flags = timing.machine()
   eval_source = sources.get_source(config.data, "eval")
   num_classes = run.train_source.num_classes
   ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
@@ -137,26 +135,10 @@ def features(run, state, eval_source, *, final=True):
   return train_xy, features_lib.extract(apply, state, eval_source, run.mesh, **kw)
 
 
-def step_seconds(config, workdir):
-  """Median seconds per step of the config's train step (after compilation), on a throw-away state."""
-  run = train.setup(config, workdir, verbose=False)
-  state = run.state_def.init(config.seed)
-  iterator = train_state.train_iterator(run.config, run.method, run.train_source)
-  times = []
-  for i in range(FLAGS.calibration_steps + 1):
-    batch = parallel.global_batch(next(iterator), parallel.batch_sharding(run.mesh))
-    t0 = time.perf_counter()
-    state, metrics = run.train_step(state, batch)
-    metrics["loss"].block_until_ready()
-    if i:  # Step 0 compiles.
-      times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
 def run(config):
   config.eval.update(probe=False, pictures=False, report=False, every=0)
   if FLAGS.minutes:
-    sec = step_seconds(config, FLAGS.workdir + ".calibration")
+    sec = timing.step_seconds(config, FLAGS.workdir + ".calibration", FLAGS.calibration_steps)
     config.train.num_steps = max(FLAGS.points, int(FLAGS.minutes * 60 / sec))
     print(f"budget: {FLAGS.minutes} min at {sec:.3f} s/step -> train.num_steps={config.train.num_steps}",
           flush=True)
@@ -165,14 +147,14 @@ def run(config):
   num_steps = config.train.num_steps
   config.train.checkpoint_every = 0  # Only the points (and the end) save.
   run = train.setup(config, FLAGS.workdir)
+  machine, cpu_flags = timing.machine()
   eval_source = sources.get_source(config.data, "eval")
   num_classes = run.train_source.num_classes
   train_size = len(run.train_source)
   out = {"name": FLAGS.name, "command": " ".join(["python"] + sys.argv), "dataset": dataset_name(config),
          "method": config.method, "num_steps": num_steps, "global_batch": config.train.batch_size,
          "train_examples": train_size, "eval_examples": len(eval_source),
-         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-         "cpu_flags": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if _has_flag(f)),
+         "machine": machine, "cpu_flags": cpu_flags,
          "points": []}
 
   t0 = time.perf_counter()
@@ -208,14 +190,6 @@ def run(config):
     print("point: " + json.dumps(point), flush=True)
     _write(out)
   return out
-
-
-def _has_flag(flag):
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return f" {flag} " in f.read()
-  except OSError:
-    return False
 
 
 def _write(out):

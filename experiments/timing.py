@@ -1,0 +1,42 @@
+"""Shared by the experiment harnesses: a config's seconds per train step, and the machine's CPU description."""
+import os
+import platform
+import time
+
+import numpy as np
+
+from jepa import parallel
+from jepa import train
+from jepa import train_state
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def step_seconds(config, workdir, calibration_steps):
+  """Median seconds per step of the config's train step (after compilation), on a throw-away state."""
+  run = train.setup(config, workdir, verbose=False)
+  state = run.state_def.init(config.seed)
+  iterator = train_state.train_iterator(run.config, run.method, run.train_source)
+  times = []
+  for i in range(calibration_steps + 1):
+    batch = parallel.global_batch(next(iterator), parallel.batch_sharding(run.mesh))
+    t0 = time.perf_counter()
+    state, metrics = run.train_step(state, batch)
+    metrics["loss"].block_until_ready()
+    if i:  # Step 0 compiles.
+      times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def has_cpu_flag(flag):
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return f" {flag} " in f.read()
+  except OSError:
+    return False
+
+
+def machine():
+  """(processor and core count, the CPU_FLAGS it has) for a result file."""
+  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+          " ".join(f for f in CPU_FLAGS if has_cpu_flag(f)))
