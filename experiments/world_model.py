@@ -4,6 +4,8 @@ r"""World models on Two Rooms: train for a budget, plan on held-out episodes alo
       --episodes=200 --workdir=/tmp/wm/ebjepa_cpu
   python experiments/world_model.py --config=configs/world_model.py --name=no_idm --steps=600 \
       --config.world_model.idm_weight=0 --workdir=/tmp/wm/no_idm          # an ablation row
+  python experiments/world_model.py --from_run --name=ebjepa_cpu --workdir=runs/wm   # plan a jepa.main run's
+                                                                                     # checkpoints
   python experiments/world_model.py --summary                               # table + picture of every result
 
 With --minutes the step's time is measured first (a few steps after compilation, in a throw-away state) and
@@ -30,6 +32,8 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from jepa import checkpoint
+from jepa import run_config
 from jepa import train
 from jepa.methods import world_model
 import timing  # experiments/timing.py
@@ -44,6 +48,8 @@ flags.DEFINE_integer("point_episodes", 50, "Episodes planned at the intermediate
 flags.DEFINE_integer("episodes", 200, "Episodes planned at the end, with each planner.")
 flags.DEFINE_list("planners", ["mppi", "cem"], "Planners run at the end (the first also at the points).")
 flags.DEFINE_string("note", "", "What this result varies, for the table.")
+flags.DEFINE_bool("from_run", False, "Plan with every checkpoint already saved in --workdir (a run trained by "
+                  "python -m jepa.main; its config.json) instead of training: the last checkpoint as the final point.")
 flags.DEFINE_bool("summary", False, "Write the table and picture of every result and exit.")
 FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "world_model")
@@ -99,6 +105,51 @@ def run(config):
              "load_after": round(os.getloadavg()[0], 1), "plans": plans}
     out["points"].append(point)
     print("point: " + json.dumps(point), flush=True)
+    _write(out)
+  return out
+
+
+def train_minutes(workdir):
+  """{step: training minutes up to that step} from the run's metrics.jsonl (each logged row's steps_per_s covers
+  the steps since the previous row)."""
+  minutes, prev, total = {}, 0, 0.0
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if "steps_per_s" in row and row["step"] > prev:
+        total += (row["step"] - prev) / row["steps_per_s"] / 60
+        prev = row["step"]
+        minutes[prev] = total
+  return minutes
+
+
+def from_run():
+  """The points of a finished jepa.main run: every saved checkpoint planned (see --from_run)."""
+  config = run_config.load(FLAGS.workdir)
+  config.planner.episodes = 0
+  run_ = train.setup(config, FLAGS.workdir)
+  machine, cpu_flags = timing.machine()
+  ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
+  steps = sorted(ckpt.all_steps())
+  minutes = train_minutes(FLAGS.workdir)
+  p = config.planner
+  out = {"name": FLAGS.name, "note": FLAGS.note, "command": " ".join(["python"] + sys.argv),
+         "num_steps": config.train.num_steps, "global_batch": config.train.batch_size,
+         "world_model": config.world_model.to_dict(), "planner": p.to_dict(), "machine": machine,
+         "cpu_flags": cpu_flags, "points": []}
+  for step in steps:
+    state, _ = ckpt.restore_latest(run_.state_def.abstract, None, steps=[step])
+    model, _ = run_.state_def.models(state)
+    final = step == steps[-1]
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    plans = [planned(model, p, episodes=FLAGS.episodes if final else FLAGS.point_episodes, kind=kind)
+             for kind in (FLAGS.planners if final else FLAGS.planners[:1])]
+    logged = [m for s, m in minutes.items() if s <= step]
+    out["points"].append({"step": step, "train_minutes": round(logged[-1] if logged else 0.0, 2),
+                          "plan_minutes": round((time.perf_counter() - t0) / 60, 2), "load_before": round(load, 1),
+                          "load_after": round(os.getloadavg()[0], 1), "plans": plans})
+    print("point: " + json.dumps(out["points"][-1]), flush=True)
     _write(out)
   return out
 
@@ -161,6 +212,11 @@ def main(argv):
   del argv
   if FLAGS.summary:
     summary()
+    return
+  if FLAGS.from_run:
+    if not FLAGS.name or not FLAGS.workdir:
+      raise app.UsageError("--from_run needs --name and --workdir")
+    from_run()
     return
   if not FLAGS.name or not FLAGS.workdir or FLAGS.config is None:
     raise app.UsageError("give --config, --name and --workdir (or --summary)")
