@@ -28,6 +28,13 @@ Presets (the text after ':'):
                  here the plain one; both mask groups share mask token 0 there, here each has its own; its
                  64-frame linear-decay cooldown has no schedule here; the probe is one head, not the best of
                  a 20-head lr / wd sweep.
+  two_rooms      The frozen encoder of V-JEPA 2-AC on Two Rooms (configs/world_model.py:vjepa2_ac): the
+                 default recipe on Two Rooms windows as clips (data.source='two_rooms_video': 8 consecutive
+                 frames cropped to 64 x 64 with a zero third channel, jepa/data/trajectories.py), tubelets
+                 2 x 16 x 16 (the same 4 x 4 x 4 token grid as the default), no crop or flip (positions must
+                 stay where they are), channels standardised with EB-JEPA's Two Rooms statistics
+                 (jepa/envs/two_rooms.py STATE_MEAN / STATE_STD; the padded channel stays 0); the attentive
+                 probe classifies the agent's room at the window's middle frame.
   tiny           A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
                  them on where they check them).
 """
@@ -63,6 +70,16 @@ def _default(c):
   # 1,258 training clips give 20 steps per epoch: the reference's 20 epochs at lr 1e-3 leave the probe far
   # from converged (trained 0.32 vs random 0.40, both underfit): lr 3e-3 (in V-JEPA 2's probe grid), 40 ep.
   c.eval.attentive.update(variant="vjepa", epochs=40, batch_size=64, lr=3e-3, weight_decay=0.01)
+
+
+def _two_rooms(c):
+  _default(c)
+  # EB-JEPA's per-channel statistics (dot, walls) of its min-max normalised frames, which as_rgb_clip's frames
+  # already are up to 1/255; the zero third channel keeps mean 0, std 1.
+  c.data.update(source="two_rooms_video", image_size=64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False,
+                mean=(0.0026, 0.0989, 0.0), std=(0.0369, 0.2986, 1.0), eval_fraction=0.1)
+  c.model.update(patch_size=16)
+  c.eval.update(max_train_examples=1000, max_eval_examples=500)
 
 
 def _paper(size, c):
@@ -120,7 +137,8 @@ def _tiny(c):
   c.eval.attentive.update(epochs=1, batch_size=32)
 
 
-PRESETS = {"": _default, "vitl16": _vitl16, "vith16": _vith16, "vjepa2_vitl16": _vjepa2_vitl16, "tiny": _tiny}
+PRESETS = {"": _default, "vitl16": _vitl16, "vith16": _vith16, "vjepa2_vitl16": _vjepa2_vitl16,
+           "two_rooms": _two_rooms, "tiny": _tiny}
 
 
 def get_config(arg=""):

@@ -45,6 +45,27 @@ Presets (the text after ':'):
          90, 200 samples, 20 iterations, 20 elites, one action per plan, 200 steps, 20 episodes, and a random-init
          baseline beside the trained model.
   tiny   A seconds-long run for tests (tiny model, 6 steps, 2 short planning episodes, no pictures or report).
+
+V-JEPA 2-AC (method vjepa2_ac, jepa/methods/vjepa2_ac.py): an action-conditioned block-causal transformer
+predictor trained on the tokens of a frozen encoder restored from ac.encoder_workdir, planning with CEM on the
+L1 energy to the goal's tokens. Train the encoder first:
+
+  python -m jepa.main --config=configs/vjepa_vit.py:two_rooms --workdir=runs/vjepa_tr
+  python -m jepa.main --config=configs/world_model.py:vjepa2_ac --config.ac.encoder_workdir=runs/vjepa_tr \
+      --workdir=runs/ac
+
+Its sections: ac (encoder_workdir; the predictor's width, depth, heads, mlp_ratio, rope_layout; frames of each
+window; rollout_steps, the reference's auto_steps; normalize, V-JEPA 2's normalize_reps; state 'none' | 'position';
+energy 'l1' | 'sq', the planner's distance) and planner (the keys above, with V-JEPA 2-AC's CEM as defaults:
+horizon 2, 400 samples, top 10, 10 iterations, momentum 0.15, cost 'last', initial std = the action bound).
+  vjepa2_ac       CPU-sized: predictor 64 x 2 with 4 heads, windows of 8 frames (the reference's 8), 2 rollout
+                  steps, batch 16, 1,000 steps (4 min on 2 shared cores), AdamW lr 7.5e-5 -> 1e-3 over 10% warmup
+                  then cosine to 0, weight decay 0.04 (droid-256px-8f.yaml, but its peak lr is 4.25e-4 over 94,500
+                  steps of 256; measured here: 300 steps at a 4.25e-4 peak end at a teacher-forcing L1 of 0.146,
+                  1,000 steps at 1e-3 at 0.072). Planner: CEM with horizon 2, top 10, momentum 0.15, the first
+                  action executed, but 100 samples and 5 iterations (the reference's 400 and 10 are 8x the compute
+                  per step), 10 episodes of 200 steps (about 1 min of planning per episode on 2 shared cores).
+  vjepa2_ac_tiny  A seconds-long run for tests (tiny predictor, 4 steps, 2 short planning episodes).
 """
 from jepa import config as common
 
@@ -90,7 +111,34 @@ def _tiny(c):
 PRESETS = {"": _default, "gpu": _gpu, "tiny": _tiny}
 
 
+def _vjepa2_ac(c):
+  c.data.source = "two_rooms"
+  c.ac.update(width=64, depth=2, heads=4, frames=8, rollout_steps=2)
+  c.train.update(batch_size=16, num_steps=1000, log_every=50, checkpoint_every=250)
+  c.optim.update(lr=1e-3, start_lr=7.5e-5, final_lr=0.0, warmup_steps=100, weight_decay=0.04,
+                 final_weight_decay=0.04, grad_clip=0.0)
+  c.planner.update(num_samples=100, num_iterations=5, episodes=10)
+  c.eval.update(batch_size=64, max_train_examples=256, max_eval_examples=256, random_baseline=False,
+                evaluators="rankme", pictures=True, picture_examples=3, report=True)
+
+
+def _vjepa2_ac_tiny(c):
+  c.data.source = "two_rooms"
+  c.data.update(num_threads=1, prefetch=1)
+  c.ac.update(width=24, depth=1, heads=2, frames=4, rollout_steps=2)
+  c.train.update(batch_size=4, num_steps=4, log_every=1, checkpoint_every=0)
+  c.optim.update(lr=1e-3, start_lr=0.0, final_lr=0.0, warmup_steps=1, weight_decay=0.04, final_weight_decay=0.04)
+  c.planner.update(num_samples=8, num_iterations=2, num_elites=2, episodes=2, max_steps=4)
+  c.eval.update(batch_size=8, max_train_examples=8, max_eval_examples=8, random_baseline=False, evaluators="",
+                pictures=False, report=False)
+
+
+AC_PRESETS = {"vjepa2_ac": _vjepa2_ac, "vjepa2_ac_tiny": _vjepa2_ac_tiny}
+
+
 def get_config(arg=""):
+  if arg in AC_PRESETS:  # V-JEPA 2-AC: another method on the same task and planner.
+    return common.apply_preset(common.method_config("vjepa2_ac"), arg, AC_PRESETS)
   c = common.method_config("world_model")
   c.data.source = "two_rooms"
   return common.apply_preset(c, arg or "", PRESETS)

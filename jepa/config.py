@@ -24,8 +24,9 @@ def base_config():
   c.dtype = "float32"  # Compute dtype; parameters and optimizer state stay float32.
 
   c.data = ml_collections.ConfigDict(dict(
-      source="digits",            # digits|tfds|folder|npz|idx; video: moving_digits|video_csv|tfds_video;
-                                  # synthetic (random pixels of this shape: compiling and timing only)
+      source="digits",            # digits|tfds|folder|npz|idx; video: moving_digits|video_csv|tfds_video|
+                                  # two_rooms_video; two_rooms (trajectories); synthetic (random pixels of
+                                  # this shape: compiling and timing only)
       synthetic_examples=4096,    # synthetic: number of examples
       name="",                    # tfds dataset name
       data_dir="",                # tfds data_dir
@@ -202,7 +203,8 @@ def apply_preset(config, arg, presets):
 # --- validation ------------------------------------------------------------------------------------------------
 DTYPES = ("float32", "bfloat16")  # Compute dtypes (jepa/models/factory.py maps them).
 KNN_VOTES = ("weighted", "majority")  # jepa/evaluation/knn.py's votes.
-VIDEO_SOURCES = ("moving_digits", "video_csv", "tfds_video")  # jepa/data/video.py's sources.
+# jepa/data/video.py's sources, and Two Rooms windows as clips (jepa/data/trajectories.py TwoRoomsClips).
+VIDEO_SOURCES = ("moving_digits", "video_csv", "tfds_video", "two_rooms_video")
 _CHOICES = {
     "dtype": DTYPES,
     "data.source": ("digits", "tfds", "folder", "npz", "idx", "two_rooms", "synthetic") + VIDEO_SOURCES,

@@ -34,7 +34,8 @@ PROBES = ("linear", "attentive")
 # Keys that shape the trained model's parameters: evaluate rebuilds the model of the checkpoint, so they must be
 # the run's (data.*, eval.*, mesh.* and the like may change: they say what is probed and how).
 MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width", "lejepa.cifar_stem", "lejepa.proj_",
-              "iwm.conditioning")
+              "iwm.conditioning", "ac.encoder_workdir", "ac.width", "ac.depth", "ac.heads", "ac.mlp_ratio",
+              "ac.state", "ac.normalize", "ac.rope_layout")
 # ... except those that change how the model runs, not what it computes at evaluation.
 FREE_MODEL_KEYS = ("model.remat", "model.encoder.drop_path")
 MISMATCH_FIX = ("do not override model keys of a trained run (evaluate uses the run's config.json: drop the "

@@ -11,6 +11,11 @@ r"""The pictures of a run, written into WORKDIR/pictures/ (PNG, matplotlib Agg) 
   pca.png          the first 3 principal components of the patch tokens of those eval images as RGB, beside
                    the image (video: the first frame of each tubelet slice), for the trained encoder
                    (Method.patch_tokens; skipped for backbones without patch tokens, e.g. ResNets)
+  plan_success.png the planning evaluator over training (world models): success rate and final distance to the
+                   goal against the step, from metrics.jsonl's probe/plan_* rows (skipped without them)
+  <name>.png       the method's pictures of its own evaluation of this state (Method.evaluation_pictures);
+                   world models: episodes.png, a few planned episodes on their maps (start, goal and its
+                   success circle, the executed path, the last plan's intended path), no planning repeated
 
 Every process calls `write_pictures` (the tokens come from a jitted call over the mesh, which every process
 must join); only process 0 draws and writes.
@@ -101,6 +106,10 @@ def write_pictures(config, state_def, workdir, state, alarms=()):
     written.pop("curves")
   if not plots.plot_evaluations(rows, path("evaluations")):
     written.pop("evaluations")
+  if not plots.plot_planning(rows, path("plan_success")):
+    written.pop("plan_success")
+  for name, draw in method.evaluation_pictures(state).items():
+    draw(path(name))
   scale = _scale(config.data.image_size)
   masks = mask_rows(method, subset, config.seed)
   if masks:

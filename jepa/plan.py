@@ -9,7 +9,8 @@ section) or from --config=FILE; the model is rebuilt from it and the latest chec
 jepa.evaluate does (falling back to an older one if the newest is unreadable). Each episode starts and ends in
 opposite rooms (episode i is a function of (seed, i), so the same seed gives the same episodes whatever their
 number); the planner encodes the current and the goal observation, rolls candidate action sequences out with
-the GRU predictor, executes planner.replan_every actions and re-plans (jepa/methods/world_model.py,
+the model's predictor (the GRU of configs/world_model.py, or V-JEPA 2-AC's transformer with its L1 energy, the
+vjepa2_ac preset), executes planner.replan_every actions and re-plans (jepa/methods/world_model.py,
 jepa/planning.py).
 
 Output: one line per episode, then the run's success rate (within 4.5 px of the goal after planner.max_steps
@@ -18,7 +19,9 @@ vmapped batch; its execution time, compilation excluded, over the number of epis
 
   success=<fraction> steps_to_goal=<mean> seconds_per_episode=<s> episodes=<n> planner=<kind> seed=<s>
 
-and the numbers are written to WORKDIR/plan.json (or --output). Bad input (elites > samples, horizon 0, an
+and the numbers are written to WORKDIR/plan.json (or --output), with a few of the episodes drawn on their maps
+(start, goal, executed path, the last plan's intended path; jepa/methods/world_model.py `write_episodes`) in
+WORKDIR/plan_episodes.png (the output's name + _episodes.png). Bad input (elites > samples, horizon 0, an
 action bound <= 0, a world-model config on an image dataset, a workdir whose model is not a world model) ends
 the command with one line naming the key and the fix, exit status 2, before anything is restored.
 """
@@ -44,9 +47,10 @@ def check(config, workdir, *, episodes=None, planner="", seed=None):
   """
   # pylint: disable=import-outside-toplevel  (keeps --help fast)
   from jepa import config as config_lib
+  from jepa import methods
   from jepa.methods import world_model
   config = config_lib.with_defaults(config)
-  if config.method != "world_model":
+  if not isinstance(methods.get_method(config), world_model.PlanningMethod):  # Builds nothing; reads no workdir.
     raise ConfigError(f"--workdir={workdir} holds a {config.method!r} model, not a world model: jepa.plan needs an "
                       "action-conditioned world model; train one with python -m jepa.main "
                       "--config=configs/world_model.py --workdir=DIR")
@@ -65,15 +69,20 @@ def check(config, workdir, *, episodes=None, planner="", seed=None):
   return config
 
 
-def plan(config, workdir, *, episodes=None, planner="", seed=None):
-  """Plans with the latest checkpoint in `workdir`; returns the summary dict (see the module docstring)."""
+def plan(config, workdir, *, episodes=None, planner="", seed=None, picture=""):
+  """Plans with the latest checkpoint in `workdir`; returns the summary dict (see the module docstring).
+
+  `picture`: a PNG path for a few of the planned episodes drawn on their maps (world_model.write_episodes).
+  """
   config = check(config, workdir, episodes=episodes, planner=planner, seed=seed)
   from jepa.methods import world_model  # pylint: disable=import-outside-toplevel
   state_def, state, _ = evaluate_lib.restore(config, workdir)
   model, _ = state_def.models(state)
   p = config.planner
-  out = world_model.run_planning(model, p)
+  out = state_def.method.plan(model)  # The method's energy (world_model: squared error; vjepa2_ac: ac.energy).
   summary = world_model.summarize(out, p.max_steps)
+  if picture:
+    world_model.write_episodes(out, p, picture)
   reached = out["steps_to_goal"] >= 0
   return {
       "step": int(state["step"]), "planner": out["kind"], "seed": out["seed"], "episodes": out["episodes"],
@@ -137,13 +146,14 @@ def main(argv):
     if config is None:
       config = run_config.load(f.workdir)
     check(config, f.workdir, episodes=f.episodes, planner=f.planner, seed=f.seed)  # Before anything is restored.
-    out = plan(config, f.workdir, episodes=f.episodes, planner=f.planner, seed=f.seed)
+    picture = os.path.splitext(path)[0] + "_episodes.png"  # Beside the JSON it draws.
+    out = plan(config, f.workdir, episodes=f.episodes, planner=f.planner, seed=f.seed, picture=picture)
     with open(path, "w", encoding="utf-8") as fh:
       json.dump(out, fh, indent=2)
     text = lines(out, f.workdir)
     for line in text[:-1]:
       print(line, flush=True)
-    print(f"wrote {path}", flush=True)
+    print(f"wrote {path} and {picture}", flush=True)
     print(text[-1], flush=True)
 
 

@@ -2,13 +2,15 @@ r"""Latent-space model-predictive control: CEM and MPPI over action sequences, a
 
 A world model gives ``rollout_fn(z0, actions [H, A]) -> latents [H, ...]``, the predicted latents after each
 action. A candidate plan a_{0:H} is scored by its distance to the goal latent z_g (EB-JEPA's
-`ReprTargetDistMPCObjective`: squared error averaged over the latent's entries),
+`ReprTargetDistMPCObjective`: squared error averaged over the latent's entries; ``distance='sq'``, the default),
 
   cost 'sum':  C(a) = sum_{t < h} w_t mean((z_hat_{t+1} - z_g)^2),   w_t = 1      (EB-JEPA's default)
   cost 'last': C(a) = mean((z_hat_h - z_g)^2)                                      (its "last-step" ablation)
 
 with h = min(H, steps_left) (the reference shortens the horizon to the steps the episode has left; here the
-shapes stay fixed and the steps past h get weight 0). Each of `num_iterations` rounds draws `num_samples`
+shapes stay fixed and the steps past h get weight 0). ``distance='l1'`` puts the absolute error in place of
+the squared one, mean(|z_hat - z_g|): V-JEPA 2-AC's energy (vjepa2 notebooks/utils/mpc_utils.py `l1`), which
+with cost 'last' is exactly that planner's. Each of `num_iterations` rounds draws `num_samples`
 sequences a = clip(mu + sigma * eps), eps ~ N(0, I), each action's norm clipped to `action_bound`, scores
 them and keeps the `num_elites` cheapest, e_1..e_K (costs c_1 <= ... <= c_K):
 
@@ -51,6 +53,7 @@ from jepa.errors import ConfigError
 
 KINDS = ("cem", "mppi")
 COSTS = ("sum", "last")
+DISTANCES = ("sq", "l1")
 MPPI_OUTPUTS = ("sample", "mean")
 
 
@@ -70,6 +73,7 @@ class PlannerConfig:
   cost: str = "sum"  # 'sum' (sum_all_diffs: true) | 'last' (last predicted latent only).
   action_dim: int = 2  # Two Rooms: a 2-D displacement.
   mppi_output: str = "sample"  # 'sample' (reference: one elite drawn by weight) | 'mean'.
+  distance: str = "sq"  # 'sq' (squared error, EB-JEPA) | 'l1' (absolute error, V-JEPA 2-AC).
 
   @classmethod
   def ebjepa(cls, kind: str = "mppi", **overrides) -> 'PlannerConfig':
@@ -86,6 +90,8 @@ def validate(cfg: PlannerConfig) -> PlannerConfig:
     fail(f"kind={cfg.kind!r} is unknown: use 'cem' or 'mppi'")
   if cfg.cost not in COSTS:
     fail(f"cost={cfg.cost!r} is unknown: use 'sum' or 'last'")
+  if cfg.distance not in DISTANCES:
+    fail(f"distance={cfg.distance!r} is unknown: use 'sq' or 'l1'")
   if cfg.mppi_output not in MPPI_OUTPUTS:
     fail(f"mppi_output={cfg.mppi_output!r} is unknown: use 'sample' or 'mean'")
   for name in ("horizon", "num_samples", "num_iterations", "num_elites", "action_dim"):
@@ -118,10 +124,11 @@ def horizon_weights(cfg: PlannerConfig, steps_left=None):
   return (t < h).astype(jnp.float32) if cfg.cost == "sum" else (t == h - 1).astype(jnp.float32)
 
 
-def sequence_cost(latents, z_goal, weights):
-  """sum_t w_t mean((latents[t] - z_goal)^2): latents [H, ...], z_goal [...], weights [H]."""
-  sq = jnp.square(latents - z_goal[None])
-  per_step = sq.reshape(sq.shape[0], -1).mean(axis=-1)
+def sequence_cost(latents, z_goal, weights, distance="sq"):
+  """sum_t w_t mean((latents[t] - z_goal)^2) ('sq'), or with |.| ('l1'): latents [H, ...], z_goal [...], weights [H]."""
+  diff = latents - z_goal[None]
+  err = jnp.square(diff) if distance == "sq" else jnp.abs(diff)
+  per_step = err.reshape(err.shape[0], -1).mean(axis=-1)
   return jnp.sum(weights * per_step)
 
 
@@ -155,7 +162,8 @@ def plan(key, z0, z_goal, rollout_fn: Callable, cfg: PlannerConfig, init_mean=No
   z0, z_goal = jnp.asarray(z0), jnp.asarray(z_goal)
   weights = horizon_weights(cfg, steps_left)
   batched_rollout = jax.vmap(rollout_fn, in_axes=(None, 0))
-  batched_cost = jax.vmap(sequence_cost, in_axes=(0, None, None))
+  cost_fn = functools.partial(sequence_cost, distance=cfg.distance)
+  batched_cost = jax.vmap(cost_fn, in_axes=(0, None, None))
 
   mean = jnp.zeros((h, a), jnp.float32) if init_mean is None else jnp.asarray(init_mean, jnp.float32)
   start = _Search(mean, jnp.full((h, a), cfg.init_std, jnp.float32), jnp.zeros((k, h, a), jnp.float32),
@@ -185,7 +193,7 @@ def plan(key, z0, z_goal, rollout_fn: Callable, cfg: PlannerConfig, init_mean=No
     actions = search.elites[jax.random.choice(out_key, k, p=search.weights)]
   else:
     actions = search.mean
-  cost = sequence_cost(rollout_fn(z0, actions), z_goal, weights)
+  cost = cost_fn(rollout_fn(z0, actions), z_goal, weights)
   info = {"mean": search.mean, "std": search.std, "cost": cost, "min_cost": min_cost, "elite_cost": elite_cost}
   return actions, info
 
@@ -224,6 +232,7 @@ class EpisodeResult(NamedTuple):
   reached: jax.Array  # bool: some distances[t] < radius.
   steps_to_goal: jax.Array  # int32: first t with distances[t] < radius, -1 if none.
   plan_costs: jax.Array  # [ceil(T / replan_every)] cost of each executed plan, as the model predicted it.
+  last_plan: jax.Array  # [H, A] the last plan's actions (its first ones executed, the rest what it intended).
 
 
 def _position(state):
@@ -282,10 +291,10 @@ def run_episode(key, env_state, goal, encode_fn: Callable, rollout_fn: Callable,
 
     (state, t), (positions, executed) = jax.lax.scan(
         one_step, (state, t), (actions[:replan_every], jax.random.split(k_env, replan_every)))
-    return (state, info["mean"], t), (positions, executed, info["cost"])
+    return (state, info["mean"], t), (positions, executed, info["cost"], actions)
 
   start = (env_state, jnp.zeros((cfg.horizon, cfg.action_dim), jnp.float32), jnp.int32(0))
-  _, (positions, executed, plan_costs) = jax.lax.scan(one_plan, start, jax.random.split(key, num_plans))
+  _, (positions, executed, plan_costs, plans) = jax.lax.scan(one_plan, start, jax.random.split(key, num_plans))
   positions = positions.reshape((-1,) + positions.shape[2:])[:max_steps]
   executed = executed.reshape((-1, cfg.action_dim))[:max_steps]
   positions = jnp.concatenate([position_fn(env_state)[None], positions], axis=0)
@@ -294,7 +303,7 @@ def run_episode(key, env_state, goal, encode_fn: Callable, rollout_fn: Callable,
   reached = within.any()
   return EpisodeResult(positions=positions, actions=executed, distances=distances, success=within[-1],
                        reached=reached, steps_to_goal=jnp.where(reached, jnp.argmax(within), -1).astype(jnp.int32),
-                       plan_costs=plan_costs)
+                       plan_costs=plan_costs, last_plan=plans[-1])
 
 
 def make_episode_runner(encode_fn: Callable, rollout_fn: Callable, env_step_fn: Callable, cfg: PlannerConfig,

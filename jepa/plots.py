@@ -17,8 +17,14 @@ read back and checked cell by cell:
 Layout: rows of panels start at y = HEADER; each row has a TITLE strip, then its panels side by side from
 x = PAD, each in a slot as wide as the larger of the panel and its title (`PANEL_CHAR` pixels per character),
 with PAD pixels between slots, then PAD pixels. The canvas is as wide as the widest row plus PAD, and
-at least as wide as the legend (`swatch_width` per layer name, after PAD) and the title (`TITLE_CHAR` pixels
-per character, after PAD). Titles and the legend are drawn as text in strips that hold no panel pixels.
+at least as wide as the legend (`swatch_width` per layer name and per extra `legend` entry, after PAD) and the
+title (`TITLE_CHAR` pixels per character, after PAD). Titles and the legend are drawn as text in strips that
+hold no panel pixels.
+
+Maps (`draw_path`, `draw_disk`, `draw_circle`) draw points of a map of cells onto its image enlarged `scale`
+times: the point (x, y), x the column and y the row in cells with cell centres at integers, falls on the
+canvas pixel (row, col) = (floor((y + 0.5) scale), floor((x + 0.5) scale)) (`map_pixel`), so a test can look a
+drawn point up.
 """
 from __future__ import annotations
 
@@ -119,9 +125,11 @@ def swatch_width(name):
   return 7 * len(name) + 20
 
 
-def compose(rows: Sequence[Sequence[Panel]], scale: int, title: str = ""):
-  """(canvas [H, W, 3] uint8, placements [(row, col, x0, y0, panel)], colours) of rows of panels."""
-  colours = layer_colours(rows)
+def compose(rows: Sequence[Sequence[Panel]], scale: int, title: str = "", legend=()):
+  """(canvas [H, W, 3] uint8, placements [(row, col, x0, y0, panel)], colours) of rows of panels.
+
+  `legend` adds ((name, RGB), ...) entries after the layers' (for what a panel draws itself, e.g. a path)."""
+  colours = {**layer_colours(rows), **dict(legend)}
   drawn = [[draw_panel(p, scale, colours) for p in row] for row in rows]
   slots = [[max(d.shape[1], PANEL_CHAR * len(p.title)) for p, d in zip(row, pixels)]
            for row, pixels in zip(rows, drawn)]
@@ -150,9 +158,9 @@ def _figure(width, height):
   return plt, plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
 
 
-def save_panels(rows: Sequence[Sequence[Panel]], path: str, *, title: str = "", scale: int = 4):
+def save_panels(rows: Sequence[Sequence[Panel]], path: str, *, title: str = "", scale: int = 4, legend=()):
   """Writes the composed panels to `path` (PNG of exactly the canvas size); returns the placements."""
-  canvas, placements, colours = compose(rows, scale, title)
+  canvas, placements, colours = compose(rows, scale, title, legend)
   height, width = canvas.shape[:2]
   # Legend swatches on the header's second line (pixels), their names as text beside them.
   x = PAD
@@ -191,6 +199,54 @@ def pca_rgb(tokens, *, eps=1e-8):
   lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
   rgb = np.clip((proj - lo) / np.maximum(hi - lo, eps), 0.0, 1.0)
   return rgb.reshape(*tokens.shape[:-1], 3)
+
+
+# --- maps ---------------------------------------------------------------------------------------------------
+def map_pixel(point, scale):
+  """The canvas pixel (row, col) of the map point (x, y) (module docstring)."""
+  x, y = point
+  return int(math.floor((y + 0.5) * scale)), int(math.floor((x + 0.5) * scale))
+
+
+def _paint(canvas, points, colour, scale, width):
+  """Paints a `width`-pixel square at the canvas pixel of each map point [M, 2] (clipped to the canvas)."""
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  cols = np.floor((points[:, 0] + 0.5) * scale).astype(np.int64) - (width - 1) // 2
+  rows = np.floor((points[:, 1] + 0.5) * scale).astype(np.int64) - (width - 1) // 2
+  h, w = canvas.shape[:2]
+  for dr in range(width):
+    for dc in range(width):
+      r, c = rows + dr, cols + dc
+      inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+      canvas[r[inside], c[inside]] = colour
+
+
+def draw_path(canvas, points, colour, scale, *, width=2):
+  """Draws the polyline through the map points [K, 2] (x, y) on `canvas` [H, W, 3] in place, sampled every
+  half canvas pixel along each segment (a single point is one square)."""
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  samples = [points[:1]]
+  for a, b in zip(points[:-1], points[1:]):
+    n = max(1, int(math.ceil(2 * scale * np.linalg.norm(b - a))))
+    samples.append(a + (b - a) * (np.arange(1, n + 1) / n)[:, None])
+  _paint(canvas, np.concatenate(samples), colour, scale, width)
+
+
+def draw_disk(canvas, centre, radius, colour, scale):
+  """Fills the canvas pixels whose centres lie within `radius` map cells of `centre`, and the centre's own."""
+  h, w = canvas.shape[:2]
+  u, v = (np.asarray(centre, np.float64) + 0.5) * scale
+  rows, cols = np.mgrid[0:h, 0:w]
+  canvas[(cols + 0.5 - u) ** 2 + (rows + 0.5 - v) ** 2 <= (radius * scale) ** 2] = colour
+  _paint(canvas, [centre], colour, scale, 1)
+
+
+def draw_circle(canvas, centre, radius, colour, scale, *, width=1):
+  """Draws the circle of `radius` map cells around `centre`, sampled every half canvas pixel."""
+  n = max(8, int(math.ceil(4 * math.pi * radius * scale)))
+  angles = 2 * math.pi * np.arange(n) / n
+  centre = np.asarray(centre, np.float64)
+  _paint(canvas, centre + radius * np.stack([np.cos(angles), np.sin(angles)], -1), colour, scale, width)
 
 
 # --- curves -------------------------------------------------------------------------------------------------
@@ -270,3 +326,45 @@ def plot_evaluations(rows, path):
   fig.savefig(path, dpi=DPI)
   plt.close(fig)
   return names
+
+
+# The planning evaluator's results that `plot_planning` draws, with their subplot titles.
+PLANNING = {"plan_success": "planning success rate", "plan_final_distance": "final distance to the goal"}
+
+
+def plot_planning(rows, path):
+  """The planning evaluator over training: plan_success and plan_final_distance (probe/<name>/<candidate> rows
+  of metrics.jsonl) against the step, a subplot each (success on [0, 1]), a line per candidate; the size
+  rule of `plot_curves` with 2 columns. Nothing is written without plan_success rows.
+
+  Returns {'<name>/<candidate>': [[step, value], ...]}, what was plotted.
+  """
+  keys = {}  # '<name>/<candidate>' in order of first appearance (a dict as an ordered set).
+  for r in rows:
+    for k in r:
+      parts = k.split("/")
+      if len(parts) == 3 and parts[0] == "probe" and parts[1] in PLANNING:
+        keys[f"{parts[1]}/{parts[2]}"] = None
+  series = {key: _series(rows, f"probe/{key}").tolist() for key in keys}
+  if not any(k.startswith("plan_success/") for k in series):
+    return {}
+  plt, fig = _figure(len(PLANNING) * CURVE_W, CURVE_H)
+  for i, name in enumerate(PLANNING):
+    ax = fig.add_subplot(1, len(PLANNING), i + 1)
+    drawn = [(key, np.asarray(pts).reshape(-1, 2)) for key, pts in series.items() if key.startswith(f"{name}/")]
+    for key, pts in drawn:
+      ax.plot(pts[:, 0], pts[:, 1], marker="o", lw=1.2, label=key.split("/")[1])
+    if name == "plan_success":
+      ax.set_ylim(-0.03, 1.03)
+    else:
+      ax.set_ylim(bottom=0)
+    ax.set_title(PLANNING[name], fontsize=9)
+    ax.set_xlabel("training step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if drawn:
+      ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=DPI)
+  plt.close(fig)
+  return series

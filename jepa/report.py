@@ -1,8 +1,10 @@
 r"""WORKDIR/report.md, written at the end of a run (process 0): what ran, what it measured, what to look at.
 
 Sections: the run (steps, times), the config (key lines, then every key in a collapsed block), the last
-training metrics, the evaluation table (trained vs random init for every evaluator, with the difference),
-the collapse alarms, and the pictures, linked by paths relative to WORKDIR (so the folder can be moved).
+training metrics, the planning results when the run has any (plan_* results: the world models' planning
+evaluator, with the planner's settings and its pictures), the evaluation table (trained vs random init for
+every other evaluator, with the difference), the collapse alarms, and the pictures, linked by paths relative
+to WORKDIR (so the folder can be moved).
 """
 import os
 
@@ -18,6 +20,20 @@ _DESCRIPTIONS = {
     "lidar": "LiDAR of augmented views (effective rank)",
     "mrr": "MRR of the world model (IWM)",
 }
+
+
+# The planning evaluator's results (jepa/methods/world_model.py `summarize`), in their own section.
+PLAN_PREFIX = "plan_"
+_PLAN_DESCRIPTIONS = {
+    "plan_success": "success rate: episodes that end within the success radius of the goal",
+    "plan_steps": "mean steps to the goal (the first step within the radius; never = {max_steps})",
+    "plan_final_distance": "mean distance to the goal at the end of the episode (px)",
+    "plan_seconds_per_episode": "planning seconds per episode (one vmapped batch, compilation excluded)",
+}
+_PLAN_PICTURES = ("plan_success", "episodes")  # Shown in the planning section, not again under Pictures.
+_TITLES = {"curves": "Training metrics", "evaluations": "Evaluations over the run",
+           "masks": "Inputs as the method trains on them", "pca": "PCA of patch features (RGB)",
+           "plan_success": "Planning over training", "episodes": "Planned episodes (the last evaluation's)"}
 
 
 def _describe(key, config):
@@ -48,14 +64,26 @@ def _seconds(s):
   return f"{int(m)} min {sec:.0f} s" if m else f"{sec:.1f} s"
 
 
-def _key_lines(c, *, has_predictor, has_ema):
+def _model_line(c, *, has_predictor):
+  if "world_model" in c:  # Its own model section: the ViT keys of c.model do not apply.
+    w = c.world_model
+    return (f"world model: IMPALA encoder {tuple(w.channels)} x {w.blocks} blocks -> latent {w.latent_dim}, GRU "
+            f"predictor, {w.rollout_steps}-step rollout loss on {w.frames} frames, regulariser `{w.regularizer}`")
+  if "ac" in c:  # V-JEPA 2-AC: a predictor on a frozen encoder from another run.
+    a = c.ac
+    return (f"V-JEPA 2-AC predictor {a.width} x {a.depth} ({a.heads} heads) on the frozen encoder of "
+            f"`{a.encoder_workdir}`, {a.frames} frames, teacher forcing + {a.rollout_steps}-step rollout L1")
   enc, pred = c.model.encoder, c.model.predictor
+  return (f"encoder `{enc.size}` (width {enc.width or 'preset'}, depth {enc.depth or 'preset'}), patch "
+          f"{c.model.patch_size}" + (f", predictor {pred.width} x {pred.depth}" if has_predictor else ""))
+
+
+def _key_lines(c, *, has_predictor, has_ema):
   lines = [
       f"method `{c.method}`, seed {c.seed}, dtype {c.dtype}",
       f"data `{c.data.source}`{' ' + c.data.name if c.data.name else ''}, image size {c.data.image_size}"
       + (f", {c.data.num_frames} frames" if c.data.num_frames else ""),
-      f"encoder `{enc.size}` (width {enc.width or 'preset'}, depth {enc.depth or 'preset'}), patch "
-      f"{c.model.patch_size}" + (f", predictor {pred.width} x {pred.depth}" if has_predictor else ""),
+      _model_line(c, has_predictor=has_predictor),
       f"batch {c.train.batch_size}, {c.train.num_steps} steps, lr {c.optim.start_lr:g} -> {c.optim.lr:g} -> "
       f"{c.optim.final_lr:g} (warmup {c.optim.warmup_steps}), weight decay {c.optim.weight_decay:g} -> "
       f"{c.optim.final_weight_decay:g}"
@@ -63,6 +91,33 @@ def _key_lines(c, *, has_predictor, has_ema):
       f"evaluators `{c.eval.evaluators}`, collapse alarm at {c.train.collapse_alarm:g} x the early value",
   ]
   return lines
+
+
+def _planning_section(config, plans, pictures):
+  """The planning results `plans` ({result: {candidate: value}}), the planner's settings and its pictures."""
+  p = config.get("planner")
+  out = ["", "## Planning (held-out episodes)", ""]
+  if p is not None:
+    out += [f"{p.kind} planner in the model's latent space: horizon {p.horizon}, {p.num_samples} samples, "
+            f"{p.num_iterations} iterations, {p.num_elites} elites, re-planning every {p.replan_every} steps, cost "
+            f"`{p.cost}`; {p.episodes} episodes of {p.max_steps} steps (level `{p.level}`), seed {p.seed}.", ""]
+  baseline = any("random_init" in v for v in plans.values())
+  out += ["| result | what | trained |" + (" random init |" if baseline else ""),
+          "|---|---|---|" + ("---|" if baseline else "")]
+  for key, values in plans.items():
+    what = _PLAN_DESCRIPTIONS.get(key, key).format(max_steps=p.max_steps if p is not None else "the episode length")
+    cells = []
+    for cand in ("trained", "random_init")[:1 + baseline]:
+      v = values.get(cand)
+      cell = _fmt(v) if v is not None else ""
+      if key == "plan_success" and v is not None and p is not None:
+        cell += f" ({round(v * p.episodes)} of {p.episodes})"
+      cells.append(cell)
+    out.append(f"| {key} | {what} | " + " | ".join(cells) + " |")
+  for name in _PLAN_PICTURES:
+    if name in pictures:
+      out += ["", f"### {_TITLES[name]}", "", f"![{name}]({pictures[name]})"]
+  return out
 
 
 def write_report(workdir, config, results, probes, *, eval_seconds=None, fraction=None, has_predictor=True,
@@ -104,10 +159,15 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
   else:
     out.append("No training metrics were logged.")
 
-  out += ["", "## Evaluations (held-out split)", ""]
-  if probes:
+  pictures = results.get("pictures") or {}
+  plans = {k: v for k, v in probes.items() if k.startswith(PLAN_PREFIX)}
+  others = {k: v for k, v in probes.items() if k not in plans}
+  if plans:
+    out += _planning_section(config, plans, pictures)
+  if others:
+    out += ["", "## Evaluations (held-out split)", ""]
     out += ["| result | what | trained | random init | trained - random |", "|---|---|---|---|---|"]
-    for key, values in probes.items():
+    for key, values in others.items():
       t, r = values.get("trained"), values.get("random_init")
       diff = f"{t - r:+.4f}" if t is not None and r is not None else ""
       out.append(f"| {key} | {_describe(key, config)} | {_fmt(t) if t is not None else ''} | "
@@ -115,8 +175,8 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
     if eval_seconds:
       out += ["", "Time per evaluator (all evaluations of the run): "
               + ", ".join(f"{k} {_seconds(v)}" for k, v in eval_seconds.items()) + "."]
-  else:
-    out.append("No evaluation ran (eval.probe=False).")
+  elif not plans:
+    out += ["", "## Evaluations (held-out split)", "", "No evaluation ran (eval.probe=False)."]
 
   out += ["", "## Collapse alarms", ""]
   alarms = results.get("alarms") or []
@@ -127,13 +187,11 @@ def write_report(workdir, config, results, probes, *, eval_seconds=None, fractio
   else:
     out.append("The alarm is off (train.collapse_alarm=0).")
 
-  pictures = results.get("pictures") or {}
   out += ["", "## Pictures", ""]
-  titles = {"curves": "Training metrics", "evaluations": "Evaluations over the run",
-            "masks": "Inputs as the method trains on them", "pca": "PCA of patch features (RGB)"}
   if pictures:
     for name, rel in pictures.items():
-      out += [f"### {titles.get(name, name)}", "", f"![{name}]({rel})", ""]
+      if not (plans and name in _PLAN_PICTURES):
+        out += [f"### {_TITLES.get(name, name)}", "", f"![{name}]({rel})", ""]
   else:
     out.append("No pictures (eval.pictures=False).")
   path = os.path.join(workdir, "report.md")

@@ -6,7 +6,7 @@ of them build it here, from (config, method, mesh), so a new field is one edit.
 The state is a plain pytree of arrays, so it shards, donates and checkpoints without special cases:
   step            int32, the number of updates done
   params          the trained model's nnx.Param values (nested dict)
-  model_state     its other variables (e.g. BatchNorm statistics)
+  model_state     its other variables (e.g. BatchNorm statistics, and `Frozen` weights: see `freeze`)
   ema             the EMA teacher's parameters (a copy of params[method.ema_target]), or {} without a teacher
   opt_state       optax state
   skipped         number of updates skipped because the loss or gradient was not finite
@@ -27,6 +27,22 @@ from jepa import parallel
 from jepa.data import pipeline
 
 FIELDS = ("step", "params", "model_state", "ema", "opt_state", "skipped", "first_bad_step")
+
+
+class Frozen(nnx.Variable):
+  """A weight that is not trained: not an nnx.Param, so the state keeps it in `model_state`, where it gets no
+  gradient, no optimizer update and no weight decay (AdamW decays every parameter it is given, even with a zero
+  gradient; it is never given these). Checkpointed with the state like any variable."""
+
+
+def freeze(module):
+  """Turns every nnx.Param of `module` (and its submodules) into a `Frozen` variable of the same value, in
+  place; returns `module` (e.g. an encoder restored from another run, kept fixed while a predictor trains)."""
+  for _, sub in list(nnx.iter_modules(module)):
+    for name, value in list(vars(sub).items()):
+      if isinstance(value, nnx.Param):
+        setattr(sub, name, Frozen(value[...]))
+  return module
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -122,3 +122,33 @@ def test_pictures_are_redrawn_at_every_evaluation(tmp_path):
   for name in ("curves", "evaluations", "masks", "pca"):
     with Image.open(os.path.join(workdir, "pictures", f"{name}.png")) as im:
       assert im.format == "PNG" and min(im.size) > 0, name
+
+
+def test_report_of_a_planning_run_shows_the_planner_and_its_pictures(tmp_path):
+  """plan_* results get their own section (numbers, planner settings, pictures) instead of the probe table."""
+  from jepa import report  # pylint: disable=import-outside-toplevel
+  c = load_config("world_model", "tiny")  # planner: mppi, horizon 4, 8 samples, 2 iterations, 2 elites, ...
+  pics = {"curves": "pictures/curves.png", "plan_success": "pictures/plan_success.png",
+          "episodes": "pictures/episodes.png"}
+  probes = {"plan_success": {"trained": 0.5}, "plan_steps": {"trained": 6.5}, "plan_final_distance": {"trained": 3.25},
+            "plan_seconds_per_episode": {"trained": 0.125}, "rankme": {"trained": 3.5}}
+  with open(report.write_report(str(tmp_path), c, {"step": 6, "pictures": pics, "alarms": []}, probes),
+            encoding="utf-8") as f:
+    text = f.read()
+  planning = text[text.index("## Planning (held-out episodes)"):text.index("## Evaluations")]
+  assert ("mppi planner in the model's latent space: horizon 4, 8 samples, 2 iterations, 2 elites, re-planning "
+          "every 4 steps, cost `sum`; 2 episodes of 8 steps (level `normal`), seed 0.") in planning
+  assert "| result | what | trained |\n" in planning                 # no random init ran: no column for it
+  assert "| 0.5 (1 of 2) |" in planning and "| 6.5 |" in planning and "never = 8" in planning
+  assert "| 3.25 |" in planning and "| 0.125 |" in planning
+  assert "![plan_success](pictures/plan_success.png)" in planning and "![episodes](pictures/episodes.png)" in planning
+  others = text[text.index("## Evaluations"):]
+  assert "| rankme |" in others and "plan_" not in others.split("## Pictures")[0]
+  assert text.count("](pictures/episodes.png)") == 1 and "![curves](pictures/curves.png)" in others
+  assert "world model: IMPALA encoder (4, 4, 4) x 1 blocks -> latent 8" in text and "patch 4" not in text
+  # A random-init baseline adds its column; without other evaluators there is no evaluation table.
+  probes = {k: dict(v, random_init=0.0) for k, v in probes.items() if k != "rankme"}
+  with open(report.write_report(str(tmp_path), c, {"step": 6}, probes), encoding="utf-8") as f:
+    text = f.read()
+  assert "| result | what | trained | random init |\n" in text and "| 0.5 (1 of 2) | 0 (0 of 2) |" in text
+  assert "## Evaluations" not in text and "No pictures (eval.pictures=False)." in text

@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from jepa import config as config_lib
 from jepa import plan as plan_lib
+from jepa import plots
 from jepa import run_config
 from jepa import train
 from jepa.data import sources
@@ -267,16 +269,28 @@ def test_config_checks_name_the_key():
 # --- training, resume, planning, CLI ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A tiny world model trained 6 steps through train.fit, with the planning evaluator at the end:
-  (workdir, run, final state, results)."""
+  """A tiny world model trained 6 steps through train.fit, with the planning evaluator, the pictures and the
+  report at the end: (workdir, run, final state, results, number of run_planning calls during the fit)."""
   workdir = str(tmp_path_factory.mktemp("wm"))
-  run = train.setup(load_config("world_model", "tiny"), workdir, verbose=False)
-  state, results = train.fit(run)
-  return workdir, run, state, results
+  config = load_config("world_model", "tiny")
+  config.eval.update(pictures=True, report=True)
+  run = train.setup(config, workdir, verbose=False)
+  calls, run_planning = [], wm.run_planning
+
+  def counted(*args, **kwargs):
+    calls.append(1)
+    return run_planning(*args, **kwargs)
+
+  wm.run_planning = counted
+  try:
+    state, results = train.fit(run)
+  finally:
+    wm.run_planning = run_planning
+  return workdir, run, state, results, len(calls)
 
 
 def test_fit_trains_and_the_planning_evaluator_returns_a_fraction(trained):
-  workdir, run, state, results = trained
+  workdir, run, state, results, _ = trained
   assert results["step"] == 6 and not results["health"]
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8")]
   train_rows = [r for r in rows if "loss" in r]
@@ -291,8 +305,37 @@ def test_fit_trains_and_the_planning_evaluator_returns_a_fraction(trained):
       results["plan_final_distance"]["trained"], abs=1e-4)
 
 
+def test_fit_draws_the_planned_episodes_and_reports_them(trained):
+  """The end of the run draws the evaluator's own episodes (planned once) and the success over training, and
+  report.md shows the planning results."""
+  workdir, run, _, results, planning_calls = trained
+  assert planning_calls == 1  # eval.every = 0 and no random init: the final evaluation's planning only.
+  assert set(results["pictures"]) == {"curves", "evaluations", "masks", "plan_success", "episodes"}
+  for name, rel in results["pictures"].items():
+    assert rel == f"pictures/{name}.png"
+    with Image.open(os.path.join(workdir, rel)) as im:
+      assert im.format == "PNG" and min(im.size) > 0, name
+  # Both episodes are drawn in episode order (2 < EPISODES_DRAWN), each start where two_rooms put it.
+  p = run.config.planner
+  env_keys, _ = wm.episode_keys(p.seed, p.episodes)
+  with Image.open(os.path.join(workdir, "pictures", "episodes.png")) as im:
+    pixels = np.asarray(im.convert("RGB"))
+  side = 65 * wm.EPISODE_SCALE
+  for k in range(p.episodes):
+    start = np.asarray(two_rooms.sample_episode(env_keys[k], wm.env_config(p)).position)
+    r, c = plots.map_pixel(start, wm.EPISODE_SCALE)
+    assert tuple(pixels[plots.HEADER + plots.TITLE + r, plots.PAD + k * (side + plots.PAD) + c]) == wm.START
+  with Image.open(os.path.join(workdir, "pictures", "plan_success.png")) as im:
+    assert im.size == (2 * plots.CURVE_W, plots.CURVE_H)
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    report = f.read()
+  success = results["plan_success"]["trained"]
+  assert "## Planning (held-out episodes)" in report and f"| {success:.4g} ({round(2 * success)} of 2) |" in report
+  assert "](pictures/episodes.png)" in report and "](pictures/plan_success.png)" in report
+
+
 def test_resume_continues_exactly(tmp_path, trained):
-  _, _, straight, _ = trained
+  _, _, straight, _, _ = trained
   config = load_config("world_model", "tiny")
   config.eval.probe = False
   run = train.setup(config, str(tmp_path), verbose=False)
@@ -311,7 +354,7 @@ def _plan_cli(*args):
 
 
 def test_plan_cli_and_its_bad_input_lines(trained, tmp_path):
-  workdir, _, _, _ = trained
+  workdir, _, _, _, _ = trained
   other = str(tmp_path / "lejepa")
   run_config.save(load_config("lejepa_vit", "tiny"), other)
   # Every bad input is refused by plan.check (what the command calls before restoring anything) with one line
@@ -349,6 +392,9 @@ def test_plan_cli_and_its_bad_input_lines(trained, tmp_path):
   assert m, lines[-1]
   success, seconds = float(m.group(1)), float(m.group(2))
   assert 0.0 <= success <= 1.0 and seconds > 0
+  assert f"wrote {os.path.join(workdir, 'plan.json')} and {os.path.join(workdir, 'plan_episodes.png')}" in lines
+  with Image.open(os.path.join(workdir, "plan_episodes.png")) as im:  # 3 episodes: one row of 3 panels.
+    assert im.format == "PNG" and im.size[1] == plots.HEADER + plots.TITLE + 65 * wm.EPISODE_SCALE + 2 * plots.PAD
   with open(os.path.join(workdir, "plan.json"), encoding="utf-8") as f:
     saved = json.load(f)
   assert saved["success"] == pytest.approx(success, abs=1e-4) and len(saved["per_episode"]) == 3

@@ -10,7 +10,8 @@ one, so that the imports run one way (no cycles):
   :class:`FolderSource`, :class:`NpzSource`, :class:`IdxSource` (re-exported here, as is ``decode_image``);
 * :mod:`jepa.data.video`: moving digits, video lists decoded with PyAV, TFDS video (clip augmentations in
   :mod:`jepa.data.video_augment`);
-* :mod:`jepa.data.synthetic` and :mod:`jepa.data.trajectories` (two_rooms; imported on first use).
+* :mod:`jepa.data.synthetic` and :mod:`jepa.data.trajectories` (two_rooms, and two_rooms_video clips; imported
+  on first use).
 
 Every ``data.source`` kind is mapped to its source here, in :func:`_build`.
 """
@@ -213,6 +214,13 @@ def _build_video(cfg: Any, which: str) -> Any:
                                  video_key=str(_cfg(cfg, "video_key", "video")),
                                  label_key=str(_cfg(cfg, "label_key", "label")), num_frames=num_frames,
                                  frame_step=frame_step)
+  if kind == "two_rooms_video":
+    # Two Rooms windows as 64 x 64 x 3 clips for a video encoder (jepa/data/trajectories.py TwoRoomsClips),
+    # drawn like data.source='two_rooms' (100,000 windows, seed 0, carved; a named eval split: seed 1).
+    from jepa.data import trajectories  # pylint: disable=g-import-not-at-top  (imports JAX, as two_rooms)
+    return trajectories.TwoRoomsClips(seed=0 if which == "train" else 1,
+                                      num_examples=100_000 if which == "train" else 10_000,
+                                      num_frames=num_frames, frame_step=frame_step)
   raise DataError(f"data.source={kind!r} is not a video source; use one of {', '.join(video.SOURCES)}")
 
 
@@ -256,7 +264,7 @@ def _build(cfg: Any, which: str) -> Any:
     return synthetic.SyntheticSource(int(_cfg(cfg, "synthetic_examples", 4096)), int(_cfg(cfg, "image_size", 32)),
                                      int(_cfg(cfg, "num_frames", 0)))
   raise DataError(f"data.source={kind!r} is unknown; pass --config.data.source= one of digits, tfds, folder, "
-                  "npz, idx, moving_digits, video_csv, tfds_video, two_rooms, synthetic")
+                  "npz, idx, moving_digits, video_csv, tfds_video, two_rooms_video, two_rooms, synthetic")
 
 
 def get_source(data_cfg: Any, split: str) -> Any:

@@ -48,6 +48,15 @@ data_config.yaml}``; read, not copied. Choices where this module and the referen
   and the agent is stuck in it until it leaves through a face at the door rows.
 * The door-steered choice is a per-example Bernoulli(0.35); the reference draws it per batch of one, which is
   the same thing.
+
+Video clips for an encoder (``data.source='two_rooms_video'``, :class:`TwoRoomsClips`): a V-JEPA-style video
+encoder reads 3-channel frames whose side is a multiple of its patch size, so :func:`as_rgb_clip` quantises a
+window as the reference stores it (floor(255 v)), keeps rows and columns 0..63 and appends a zero third channel.
+Row and column 64 lie outside the border wall (x, y = 60): in the walls channel they repeat row and column 63
+(the border lines and the inner wall run over the whole image), and the dot channel holds only the tail of
+the Gaussian more than 4 px from the agent, at most 2 / 255 after quantisation, so the crop loses nothing
+about the layout and next to nothing about the agent. The third channel is constant, so the encoder's channel
+statistics (mean 0, std 1 for it) leave it 0.
 """
 from __future__ import annotations
 
@@ -56,12 +65,14 @@ import math
 
 import numpy as np
 
+from jepa.data import video
 from jepa.envs.two_rooms import EnvConfig
 from jepa.errors import ConfigError
 
 # Reference window and trajectory lengths (data_config.yaml sample_length, n_steps).
 WINDOW = 17
 LENGTH = 91
+CLIP_SIZE = 64  # The side of an encoder clip frame (as_rgb_clip).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,3 +300,43 @@ class TwoRoomsTrajectories:
         "door_y": np.float32(traj["door_y"]),
         "door_steered": np.bool_(traj["door_steered"]),
     }
+
+
+def as_rgb_clip(frames, xp=np):
+  """Frames [..., 65, 65, 2] in [0, 1] -> [..., 64, 64, 3] of values floor(255 v) in 0..255 (module docstring).
+
+  `xp` is numpy (the data source, which stores uint8) or jax.numpy (jepa/methods/vjepa2_ac.py, which encodes
+  planning observations the same way), so that both sides run this one definition.
+  """
+  q = xp.floor(xp.clip(frames, 0.0, 1.0) * 255.0)[..., :CLIP_SIZE, :CLIP_SIZE, :]
+  return xp.concatenate([q, xp.zeros(q.shape[:-1] + (1,), q.dtype)], axis=-1)
+
+
+class TwoRoomsClips:
+  """Two Rooms windows as video examples for an encoder (``data.source='two_rooms_video'``).
+
+  ``src[i]`` is ``{'video': ArrayClipReader of uint8 [17, 64, 64, 3], 'label': room}``: window ``i`` of
+  :class:`TwoRoomsTrajectories` (same seed, same index) through :func:`as_rgb_clip`; the reader takes
+  ``num_frames`` frames ``frame_step`` apart (a random window in training, the central one in evaluation,
+  :func:`jepa.data.video.clip_indices`). The label is the agent's room at the window's middle frame (0 left
+  of the wall's centre column, 1 right of it), a 2-class target for the encoder's probe.
+  """
+
+  num_classes = 2
+
+  def __init__(self, seed: int, num_examples: int, num_frames: int, frame_step: int):
+    self.windows = TwoRoomsTrajectories(seed=seed, num_examples=num_examples)
+    self.num_frames, self.frame_step = int(num_frames), int(frame_step)
+    self.name = "two_rooms_video"
+
+  def __len__(self) -> int:
+    return len(self.windows)
+
+  def __repr__(self) -> str:
+    return f"TwoRoomsClips({self.windows!r}, num_frames={self.num_frames}, frame_step={self.frame_step})"
+
+  def __getitem__(self, index) -> dict:
+    window = self.windows[index]
+    clip = as_rgb_clip(window["frames"]).astype(np.uint8)
+    room = int(window["positions"][WINDOW // 2, 0] > window["wall_x"])
+    return {"video": video.ArrayClipReader(clip, self.num_frames, self.frame_step), "label": room}

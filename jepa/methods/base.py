@@ -22,7 +22,10 @@ Hooks for seeing what the model learns (all optional; jepa/pictures.py, jepa/eva
   - `pictures(example, rng)`: rows of jepa.plots.Panel showing what the method trains on (the input with its
     context / target patches, views, crops); none by default;
   - `token_grid()` and `patch_tokens(model, target, images)`: the patch grid and the tokens [B, N, D] whose
-    PCA is drawn as RGB; None (no PCA picture) by default.
+    PCA is drawn as RGB; None (no PCA picture) by default;
+  - `evaluation_pictures(state)`: {name: draw(path)}, pictures of what `extra_evaluations` did on the same
+    state (the world model: its planned episodes), drawn from what it kept rather than by evaluating again;
+    none by default.
 """
 import abc
 
@@ -98,6 +101,11 @@ class Method(abc.ABC):
     """Rows of jepa.plots.Panel showing one example as the method trains on it; [] draws nothing."""
     del example, rng
     return []
+
+  def evaluation_pictures(self, state):
+    """{name: fn(path) writing a PNG} of the last `extra_evaluations` on this `state` object; none here."""
+    del state
+    return {}
 
   def token_grid(self):
     """The patch grid (h, w) or (t, h, w) of `patch_tokens`, or None when there is no PCA picture."""

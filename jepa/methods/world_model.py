@@ -50,6 +50,7 @@ reference differ, and why:
   transform gives the encoder's latent of frame 0 with a dummy label -1 (trajectories have none; only RankMe,
   which needs no label, may be listed in eval.evaluators).
 """
+import dataclasses
 import functools
 import time
 
@@ -207,19 +208,24 @@ def _run_episodes(params, env_states, plan_keys, *, graphdef, plan_cfg, env_cfg,
   return jax.vmap(one)(plan_keys, env_states)
 
 
-def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None):
+def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None, distance=None):
   """Plans `episodes` held-out Two Rooms episodes with `model` (a WorldModel); see the module docstring.
 
   Args:
-    model: the trained WorldModel (e.g. StateDef.models(state)[0]).
+    model: the trained WorldModel (e.g. StateDef.models(state)[0]), or any module with its `encode(frames)`
+      and `rollout(z0, actions)` (jepa/models/ac_predictor.py ACWorldModel).
     planner_cfg: the config's `planner` section.
     episodes, kind, seed: override planner.episodes, planner.kind, planner.seed.
+    distance: the energy's distance (planning.PlannerConfig.distance); None keeps the default 'sq'.
 
   Returns:
     dict: 'success', 'reached', 'steps_to_goal' (-1 if never within the radius), 'final_distance' (NumPy
-    arrays over episodes), 'seconds_per_episode', 'compile_seconds', 'episodes', 'kind', 'seed'.
+    arrays over episodes), 'seconds_per_episode', 'compile_seconds', 'episodes', 'kind', 'seed', and what the
+    episode pictures draw (`episode_record`).
   """
   plan_cfg = planner_config(planner_cfg, kind)
+  if distance is not None:
+    plan_cfg = planning.validate(dataclasses.replace(plan_cfg, distance=distance))
   env_cfg = env_config(planner_cfg)
   episodes = planner_cfg.episodes if episodes is None else int(episodes)
   seed = planner_cfg.seed if seed is None else int(seed)
@@ -238,7 +244,7 @@ def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None):
   return {"success": np.asarray(result.success), "reached": np.asarray(result.reached),
           "steps_to_goal": np.asarray(result.steps_to_goal), "final_distance": np.asarray(result.distances[:, -1]),
           "seconds_per_episode": (t2 - t1) / episodes, "compile_seconds": t1 - t0, "episodes": episodes,
-          "kind": plan_cfg.kind, "seed": seed}
+          "kind": plan_cfg.kind, "seed": seed, **episode_record(states, result)}
 
 
 def summarize(out, max_steps):
@@ -294,7 +300,135 @@ def check_planner(config):
     raise base.ConfigError(f"planner.seed={p.seed} must be >= 0")
 
 
-class WorldModelMethod(base.Method):
+# --- episode pictures (pictures/episodes.png at every evaluation, the jepa.plan picture) -----------------------
+EPISODES_DRAWN = 6  # Panels of an episode picture, 3 per row.
+EPISODE_SCALE = 4  # Canvas pixels per map pixel: a 65 x 65 map drawn at 260 x 260.
+FREE, OUTSIDE, WALL = (255, 255, 255), (225, 225, 225), (90, 90, 90)  # The map: rooms, beyond the border, walls.
+START, GOAL, PATH, END, PLAN = (44, 160, 44), (214, 39, 40), (31, 119, 180), (0, 0, 0), (255, 127, 14)
+
+
+def episode_record(states, result):
+  """What the episode pictures draw, as NumPy arrays over N episodes: 'positions' [N, T + 1, 2] (the start and
+  the position after each step), 'goals' [N, 2], 'wall_x' and 'door_y' [N], and 'last_plan' [N, H, 2] (the
+  last plan's actions) when planning.EpisodeResult carries them; without it the pictures draw no plan."""
+  record = {"positions": np.asarray(result.positions), "goals": np.asarray(states.goal),
+            "wall_x": np.asarray(states.layout.wall_x), "door_y": np.asarray(states.layout.door_y)}
+  if hasattr(result, "last_plan"):
+    record["last_plan"] = np.asarray(result.last_plan)
+  return record
+
+
+def intended_path(positions, plan_actions, replan_every, max_norm):
+  """The path the last plan intends, [k + 1, 2]: from the position where it was made, its first k actions,
+  each norm-clipped to `max_norm` as the environment clips them, summed up (walls and noise ignored).
+
+  positions [T + 1, 2] are an episode's; the last plan is made at step t = (ceil(T / r) - 1) r (r =
+  replan_every) and k = min(H, T - t): the planner scores only the steps the episode has left
+  (planning.horizon_weights), so the actions after them are not part of what it intends.
+  """
+  positions = np.asarray(positions, np.float64)
+  steps = len(positions) - 1
+  made_at = (steps - 1) // replan_every * replan_every
+  actions = np.asarray(plan_actions, np.float64)[:steps - made_at]
+  norms = np.linalg.norm(actions, axis=-1, keepdims=True)
+  actions = actions * np.minimum(1.0, max_norm / np.maximum(norms, 1e-12))
+  return positions[made_at] + np.concatenate([np.zeros((1, 2)), np.cumsum(actions, axis=0)])
+
+
+def episode_image(positions, goal, layout, plan_path=None, env_cfg=two_rooms.EnvConfig(), scale=EPISODE_SCALE):
+  """uint8 [65 scale, 65 scale, 3]: one episode on its map (jepa.plots.map_pixel's coordinates): walls, the
+  goal's success circle, the executed path, the last plan's intended path (if given), the end, start and goal
+  dots, drawn in this order."""
+  size = env_cfg.img_size
+  cells = np.arange(size)
+  inside = ((cells[:, None] > env_cfg.border_lo) & (cells[:, None] < env_cfg.border_hi)
+            & (cells[None, :] > env_cfg.border_lo) & (cells[None, :] < env_cfg.border_hi))
+  walls = np.asarray(two_rooms.wall_mask(two_rooms.Layout(*map(jnp.float32, layout)), env_cfg)) > 0
+  image = np.where(walls[..., None], WALL, np.where(inside[..., None], FREE, OUTSIDE)).astype(np.uint8)
+  canvas = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+  base.plots.draw_circle(canvas, goal, env_cfg.success_radius, GOAL, scale)
+  base.plots.draw_path(canvas, positions, PATH, scale)
+  if plan_path is not None:
+    base.plots.draw_path(canvas, plan_path, PLAN, scale)
+  base.plots.draw_disk(canvas, positions[-1], 1.0, END, scale)
+  base.plots.draw_disk(canvas, positions[0], 1.5, START, scale)
+  base.plots.draw_disk(canvas, goal, 1.5, GOAL, scale)
+  return canvas
+
+
+def episodes_to_draw(success, count=EPISODES_DRAWN):
+  """Indices of the episodes a picture shows, in order: the first count // 2 successes and failures for the
+  rest (more successes when the failures run out)."""
+  success = np.asarray(success, bool)
+  wins, losses = np.flatnonzero(success), np.flatnonzero(~success)
+  num_wins = min(len(wins), max(count // 2, count - len(losses)))
+  return np.sort(np.concatenate([wins[:num_wins], losses[:count - num_wins]]))
+
+
+def write_episodes(out, planner_cfg, path, count=EPISODES_DRAWN):
+  """Draws `count` episodes of `run_planning`'s output `out` (`episodes_to_draw`) into the PNG `path`, one panel
+  each with success or failure in its title; returns the drawn indices."""
+  env_cfg = env_config(planner_cfg)
+  drawn = episodes_to_draw(out["success"], count)
+  panels = []
+  for i in drawn:
+    plan_path = None
+    if "last_plan" in out:
+      plan_path = intended_path(out["positions"][i], out["last_plan"][i], planner_cfg.replan_every,
+                                env_cfg.max_step_norm)
+    image = episode_image(out["positions"][i], out["goals"][i], (out["wall_x"][i], out["door_y"][i]), plan_path,
+                          env_cfg)
+    outcome = (f"success, first within {env_cfg.success_radius:g} px at step {out['steps_to_goal'][i]}"
+               if out["success"][i] else f"failure, ends {out['final_distance'][i]:.1f} px from the goal")
+    panels.append(base.plots.Panel(image.astype(np.float32) / 255.0, f"episode {i}: {outcome}"))
+  legend = [("start", START), (f"goal ({env_cfg.success_radius:g} px success circle)", GOAL),
+            ("executed path", PATH), ("end", END)]
+  if "last_plan" in out:
+    legend.append(("last plan, as intended (its actions integrated)", PLAN))
+  n = len(out["success"])
+  title = (f"{out['kind']} planning: {int(np.sum(out['success']))} of {n} held-out episodes end within "
+           f"{env_cfg.success_radius:g} px of the goal; {len(drawn)} drawn")
+  base.plots.save_panels([panels[k:k + 3] for k in range(0, len(panels), 3)], path, title=title, scale=1,
+                         legend=legend)
+  return drawn
+
+
+class PlanningMethod(base.Method):
+  """A method whose model (models(state)[0]) plans on Two Rooms through its `encode(frames)` and
+  `rollout(z0, actions)`: the planning evaluator (`extra_evaluations`), `plan` (also what jepa.plan runs) and the
+  episode pictures. The world model here and V-JEPA 2-AC (jepa/methods/vjepa2_ac.py) are ones."""
+  planning_distance = None  # The energy's distance (planning.PlannerConfig.distance); None = its default, 'sq'.
+
+  def __init__(self, config):
+    super().__init__(config)
+    # (state, run_planning output) of the last two states planned with (an evaluation's trained state and its
+    # random init), so that the pictures draw the episodes of the evaluation they follow without planning again.
+    self._planned = []
+
+  def plan(self, model, **overrides):
+    """`run_planning` of `model` with the config's planner and this method's energy; `overrides` as there."""
+    return run_planning(model, self.config.planner, distance=self.planning_distance, **overrides)
+
+  def extra_evaluations(self, state, models, mesh):
+    """{'plan_success', 'plan_steps', 'plan_final_distance', 'plan_seconds_per_episode'} over planner.episodes
+    held-out episodes ({} when planner.episodes = 0)."""
+    del mesh  # Episodes run vmapped on one device.
+    p = self.config.planner
+    if not p.episodes:
+      return {}
+    model, _ = models(state)
+    out = self.plan(model)
+    self._planned = [(state, out)] + self._planned[:1]
+    return summarize(out, p.max_steps)
+
+  def evaluation_pictures(self, state):
+    """{'episodes': draw(path)}: `write_episodes` of the episodes `extra_evaluations` planned on this `state`
+    object ({} when it planned none)."""
+    out = next((o for s, o in self._planned if s is state), None)
+    return {} if out is None else {"episodes": functools.partial(write_episodes, out, self.config.planner)}
+
+
+class WorldModelMethod(PlanningMethod):
   ema_target = None  # No teacher: the rollout targets are the encoder's own latents, with gradient.
   probes = ()  # Trajectories have no labels: no linear probe; the planning evaluator measures the model.
   collapse_monitors = ("embedding_std", "rankme")
@@ -381,17 +515,6 @@ class WorldModelMethod(base.Method):
     """The latent z of each frame [B, 65, 65, 2] -> [B, D]."""
     del target
     return model.encode(images)
-
-  # --- the planning evaluator -------------------------------------------------------------------------------
-  def extra_evaluations(self, state, models, mesh):
-    """{'plan_success', 'plan_steps', 'plan_final_distance', 'plan_seconds_per_episode'} over planner.episodes
-    held-out episodes ({} when planner.episodes = 0)."""
-    del mesh  # Episodes run vmapped on one device.
-    p = self.config.planner
-    if not p.episodes:
-      return {}
-    model, _ = models(state)
-    return summarize(run_planning(model, p), p.max_steps)
 
   # --- pictures ---------------------------------------------------------------------------------------------
   def pictures(self, example, rng):

@@ -149,13 +149,15 @@ class Attention(nnx.Module):
     return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
   def __call__(self, x: jax.Array, *, kv_mask: jax.Array | None = None,
-               positions: jax.Array | None = None) -> jax.Array:
+               positions: jax.Array | None = None, attn_mask: jax.Array | None = None) -> jax.Array:
     """Self-attention.
 
     Args:
       x: [B, N, D].
       kv_mask: optional [B, N] bool; False keys receive no attention (padding). Queries are not masked.
       positions: [B, N, 3] or [N, 3] (t, h, w) token coordinates; required when RoPE is on, else ignored.
+      attn_mask: optional [N, N] bool (query, key); False pairs receive no attention (e.g. the block-causal
+        mask of jepa/models/ac_predictor.py). Combined with `kv_mask` by AND.
 
     Returns:
       [B, N, D] in the compute dtype.
@@ -167,6 +169,9 @@ class Attention(nnx.Module):
       q = posemb.rope_3d(q, positions, layout=self.rope_layout)
       k = posemb.rope_3d(k, positions, layout=self.rope_layout)
     mask = None if kv_mask is None else kv_mask[:, None, None, :]  # -> [B, heads, Nq, Nk] by broadcasting.
+    if attn_mask is not None:
+      pairs = attn_mask[None, None]
+      mask = pairs if mask is None else mask & pairs
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
     return self.proj(out.reshape(*x.shape[:-1], -1))
 
@@ -211,12 +216,14 @@ class Block(nnx.Module):
                    param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, kv_mask: jax.Array | None = None,
-               positions: jax.Array | None = None, rng: jax.Array | None = None) -> jax.Array:
-    """[B, N, D] float32 residual stream -> same; see `Attention` for kv_mask and positions.
+               positions: jax.Array | None = None, rng: jax.Array | None = None,
+               attn_mask: jax.Array | None = None) -> jax.Array:
+    """[B, N, D] float32 residual stream -> same; see `Attention` for kv_mask, positions and attn_mask.
 
     `rng`: the drop-path key of this block in training; None (or drop_path 0) keeps every branch.
     """
-    x = x + self._drop_path(self.attn(self.norm1(x), kv_mask=kv_mask, positions=positions), rng, 0)
+    attended = self.attn(self.norm1(x), kv_mask=kv_mask, positions=positions, attn_mask=attn_mask)
+    x = x + self._drop_path(attended, rng, 0)
     return x + self._drop_path(self.mlp(self.norm2(x)), rng, 1)
 
   def _drop_path(self, branch: jax.Array, rng: jax.Array | None, which: int) -> jax.Array:
