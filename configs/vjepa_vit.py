@@ -39,6 +39,7 @@ Presets (the text after ':'):
                  them on where they check them).
 """
 from jepa import config as common
+from jepa.envs import two_rooms
 
 
 def _video_recipe(c):
@@ -77,7 +78,7 @@ def _two_rooms(c):
   # EB-JEPA's per-channel statistics (dot, walls) of its min-max normalised frames, which as_rgb_clip's frames
   # already are up to 1/255; the zero third channel keeps mean 0, std 1.
   c.data.update(source="two_rooms_video", image_size=64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False,
-                mean=(0.0026, 0.0989, 0.0), std=(0.0369, 0.2986, 1.0), eval_fraction=0.1)
+                mean=(*two_rooms.STATE_MEAN, 0.0), std=(*two_rooms.STATE_STD, 1.0), eval_fraction=0.1)
   c.model.update(patch_size=16)
   c.eval.update(max_train_examples=1000, max_eval_examples=500)
 

@@ -55,9 +55,10 @@ FLAGS = flags.FLAGS
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "world_model")
 
 
-def planned(model, planner_cfg, *, episodes, kind):
-  """Plans `episodes` held-out episodes; the numbers of one table cell."""
-  out = world_model.run_planning(model, planner_cfg, episodes=episodes, kind=kind)
+def planned(method, model, *, episodes, kind):
+  """Plans `episodes` held-out episodes with the method's planner and energy; the numbers of one table cell."""
+  planner_cfg = method.config.planner
+  out = method.plan(model, episodes=episodes, kind=kind)
   s = world_model.summarize(out, planner_cfg.max_steps)
   p = s["plan_success"]
   return {"planner": kind, "episodes": episodes, "success": round(p, 4),
@@ -65,6 +66,34 @@ def planned(model, planner_cfg, *, episodes, kind):
           "final_distance": round(s["plan_final_distance"], 2),
           "seconds_per_episode": round(s["plan_seconds_per_episode"], 3),
           "compile_seconds": round(out["compile_seconds"], 1)}
+
+
+def header(run_):
+  """The result's description: command, sizes, the model's and the planner's config sections, the machine."""
+  config = run_.config
+  if not isinstance(run_.method, world_model.PlanningMethod):
+    raise app.UsageError(f"the run trains method={config.method!r}, which does not plan; this harness plans with "
+                         "world models (configs/world_model.py)")
+  machine, cpu_flags = timing.machine()
+  model_section = "world_model" if "world_model" in config else "ac"
+  return {"name": FLAGS.name, "note": FLAGS.note, "command": " ".join(["python"] + sys.argv),
+          "method": config.method, "num_steps": config.train.num_steps, "global_batch": config.train.batch_size,
+          "model": {model_section: config[model_section].to_dict()}, "planner": config.planner.to_dict(),
+          "machine": machine, "cpu_flags": cpu_flags, "points": []}
+
+
+def point(run_, state, *, final, train_minutes):
+  """Plans with `state`'s model: `--point_episodes` with the first planner, or at the end `--episodes` with each."""
+  model, _ = run_.state_def.models(state)
+  load = os.getloadavg()[0]
+  t0 = time.perf_counter()
+  plans = [planned(run_.method, model, episodes=FLAGS.episodes if final else FLAGS.point_episodes, kind=kind)
+           for kind in (FLAGS.planners if final else FLAGS.planners[:1])]
+  out = {"step": int(state["step"]), "train_minutes": round(train_minutes, 2),
+         "plan_minutes": round((time.perf_counter() - t0) / 60, 2), "load_before": round(load, 1),
+         "load_after": round(os.getloadavg()[0], 1), "plans": plans}
+  print("point: " + json.dumps(out), flush=True)
+  return out
 
 
 def run(config):
@@ -80,31 +109,14 @@ def run(config):
   num_steps = config.train.num_steps
   config.train.checkpoint_every = 0  # Only the points (and the end) save.
   run_ = train.setup(config, FLAGS.workdir)
-  machine, cpu_flags = timing.machine()
-  p = config.planner
-  out = {"name": FLAGS.name, "note": FLAGS.note, "command": " ".join(["python"] + sys.argv),
-         "num_steps": num_steps, "global_batch": config.train.batch_size,
-         "world_model": config.world_model.to_dict(), "planner": p.to_dict(),
-         "machine": machine, "cpu_flags": cpu_flags,
-         "points": []}
-  train_seconds = plan_seconds = 0.0
+  out = header(run_)
+  train_seconds = 0.0
   for k in range(1, FLAGS.points + 1):
     stop = round(k * num_steps / FLAGS.points)
-    load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    state, result = train.fit(run_, stop_at=stop if stop < num_steps else None)
+    state, _ = train.fit(run_, stop_at=stop if stop < num_steps else None)
     train_seconds += time.perf_counter() - t0
-    model, _ = run_.state_def.models(state)
-    final = k == FLAGS.points
-    t0 = time.perf_counter()
-    plans = [planned(model, p, episodes=FLAGS.episodes if final else FLAGS.point_episodes, kind=kind)
-             for kind in (FLAGS.planners if final else FLAGS.planners[:1])]
-    plan_seconds += time.perf_counter() - t0
-    point = {"step": result["step"], "train_minutes": round(train_seconds / 60, 2),
-             "plan_minutes": round(plan_seconds / 60, 2), "load_before": round(load, 1),
-             "load_after": round(os.getloadavg()[0], 1), "plans": plans}
-    out["points"].append(point)
-    print("point: " + json.dumps(point), flush=True)
+    out["points"].append(point(run_, state, final=k == FLAGS.points, train_minutes=train_seconds / 60))
     _write(out)
   return out
 
@@ -128,28 +140,16 @@ def from_run():
   config = run_config.load(FLAGS.workdir)
   config.planner.episodes = 0
   run_ = train.setup(config, FLAGS.workdir)
-  machine, cpu_flags = timing.machine()
+  out = header(run_)
   ckpt = checkpoint.Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), async_save=False)
   steps = sorted(ckpt.all_steps())
+  if not steps:
+    raise app.UsageError(f"--workdir={FLAGS.workdir} holds no checkpoint to plan with")
   minutes = train_minutes(FLAGS.workdir)
-  p = config.planner
-  out = {"name": FLAGS.name, "note": FLAGS.note, "command": " ".join(["python"] + sys.argv),
-         "num_steps": config.train.num_steps, "global_batch": config.train.batch_size,
-         "world_model": config.world_model.to_dict(), "planner": p.to_dict(), "machine": machine,
-         "cpu_flags": cpu_flags, "points": []}
   for step in steps:
     state, _ = ckpt.restore_latest(run_.state_def.abstract, None, steps=[step])
-    model, _ = run_.state_def.models(state)
-    final = step == steps[-1]
-    load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    plans = [planned(model, p, episodes=FLAGS.episodes if final else FLAGS.point_episodes, kind=kind)
-             for kind in (FLAGS.planners if final else FLAGS.planners[:1])]
     logged = [m for s, m in minutes.items() if s <= step]
-    out["points"].append({"step": step, "train_minutes": round(logged[-1] if logged else 0.0, 2),
-                          "plan_minutes": round((time.perf_counter() - t0) / 60, 2), "load_before": round(load, 1),
-                          "load_after": round(os.getloadavg()[0], 1), "plans": plans})
-    print("point: " + json.dumps(out["points"][-1]), flush=True)
+    out["points"].append(point(run_, state, final=step == steps[-1], train_minutes=logged[-1] if logged else 0.0))
     _write(out)
   return out
 
@@ -181,6 +181,7 @@ def summary():
            "| result | what varies | steps x batch | train min | planner settings | MPPI | CEM | "
            "planning s / episode | load | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
+  results = [r for r in results if r["points"]]
   for r in results:
     last = r["points"][-1]
     by = {p["planner"]: p for p in last["plans"]}
@@ -220,8 +221,6 @@ def main(argv):
     return
   if not FLAGS.name or not FLAGS.workdir or FLAGS.config is None:
     raise app.UsageError("give --config, --name and --workdir (or --summary)")
-  if FLAGS.config.method != "world_model":
-    raise app.UsageError(f"--config trains method={FLAGS.config.method!r}; this harness plans with world models")
   run(FLAGS.config)
 
 

@@ -32,10 +32,11 @@ from jepa.errors import CheckpointError, ConfigError
 
 PROBES = ("linear", "attentive")
 # Keys that shape the trained model's parameters: evaluate rebuilds the model of the checkpoint, so they must be
-# the run's (data.*, eval.*, mesh.* and the like may change: they say what is probed and how).
+# the run's (data.*, eval.*, mesh.* and the like may change: they say what is probed and how). ac.encoder_workdir
+# is not one: the frozen encoder's weights are in the checkpoint, and the override is how a moved encoder is found.
 MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width", "lejepa.cifar_stem", "lejepa.proj_",
-              "iwm.conditioning", "ac.encoder_workdir", "ac.width", "ac.depth", "ac.heads", "ac.mlp_ratio",
-              "ac.state", "ac.normalize", "ac.rope_layout")
+              "iwm.conditioning", "ac.width", "ac.depth", "ac.heads", "ac.mlp_ratio", "ac.state", "ac.normalize",
+              "ac.rope_layout")
 # ... except those that change how the model runs, not what it computes at evaluation.
 FREE_MODEL_KEYS = ("model.remat", "model.encoder.drop_path")
 MISMATCH_FIX = ("do not override model keys of a trained run (evaluate uses the run's config.json: drop the "

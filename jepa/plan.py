@@ -37,6 +37,7 @@ from jepa import run_config
 from jepa.errors import ConfigError
 
 PLANNERS = ("mppi", "cem")
+INTERRUPTED = "interrupted; the run is unchanged (plan.json is written when planning ends)"
 
 
 def check(config, workdir, *, episodes=None, planner="", seed=None):
@@ -50,7 +51,8 @@ def check(config, workdir, *, episodes=None, planner="", seed=None):
   from jepa import methods
   from jepa.methods import world_model
   config = config_lib.with_defaults(config)
-  if not isinstance(methods.get_method(config), world_model.PlanningMethod):  # Builds nothing; reads no workdir.
+  method = methods.get_method(config)  # Builds nothing; reads no workdir.
+  if not isinstance(method, world_model.PlanningMethod):
     raise ConfigError(f"--workdir={workdir} holds a {config.method!r} model, not a world model: jepa.plan needs an "
                       "action-conditioned world model; train one with python -m jepa.main "
                       "--config=configs/world_model.py --workdir=DIR")
@@ -64,6 +66,7 @@ def check(config, workdir, *, episodes=None, planner="", seed=None):
   if seed is not None:
     config.planner.seed = seed
   world_model.check_planner(config)
+  method.check_can_plan()
   if config.planner.episodes < 1:
     raise ConfigError(f"planner.episodes={config.planner.episodes}: pass --episodes=N (N >= 1) to plan")
   return config
@@ -138,7 +141,7 @@ def _define_flags():
 def main(argv):
   cli.start(argv)
   f = flags.FLAGS
-  with cli.boundary(f.workdir, interrupted_message="interrupted; nothing written (the run is unchanged)"):
+  with cli.boundary(f.workdir, interrupted_message=INTERRUPTED):
     config = cli.loaded_config(f.config)
     path = f.output or os.path.join(f.workdir, "plan.json")
     if f.output or os.path.isdir(f.workdir):
@@ -160,7 +163,7 @@ def main(argv):
 def entry():
   _define_flags()
   cli.run(main, argv=evaluate_lib.with_default_config(sys.argv),
-          interrupted_message="interrupted; nothing written (the run is unchanged)")
+          interrupted_message=INTERRUPTED)
 
 
 if __name__ == "__main__":

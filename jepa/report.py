@@ -2,7 +2,7 @@ r"""WORKDIR/report.md, written at the end of a run (process 0): what ran, what i
 
 Sections: the run (steps, times), the config (key lines, then every key in a collapsed block), the last
 training metrics, the planning results when the run has any (plan_* results: the world models' planning
-evaluator, with the planner's settings and its pictures), the evaluation table (trained vs random init for
+evaluator, with the planner's settings, its energy and its pictures), the evaluation table (trained vs random init for
 every other evaluator, with the difference), the collapse alarms, and the pictures, linked by paths relative
 to WORKDIR (so the folder can be moved).
 """
@@ -30,6 +30,9 @@ _PLAN_DESCRIPTIONS = {
     "plan_final_distance": "mean distance to the goal at the end of the episode (px)",
     "plan_seconds_per_episode": "planning seconds per episode (one vmapped batch, compilation excluded)",
 }
+# The energy's distance (planning.DISTANCES) in words. The planner section has no distance key: V-JEPA 2-AC's is
+# ac.energy, the world model's the planner's default, 'sq'.
+_ENERGIES = {"sq": "squared error", "l1": "L1"}
 _PLAN_PICTURES = ("plan_success", "episodes")  # Shown in the planning section, not again under Pictures.
 _TITLES = {"curves": "Training metrics", "evaluations": "Evaluations over the run",
            "masks": "Inputs as the method trains on them", "pca": "PCA of patch features (RGB)",
@@ -98,9 +101,11 @@ def _planning_section(config, plans, pictures):
   p = config.get("planner")
   out = ["", "## Planning (held-out episodes)", ""]
   if p is not None:
+    distance = config.ac.energy if config.get("ac") is not None else "sq"
     out += [f"{p.kind} planner in the model's latent space: horizon {p.horizon}, {p.num_samples} samples, "
             f"{p.num_iterations} iterations, {p.num_elites} elites, re-planning every {p.replan_every} steps, cost "
-            f"`{p.cost}`; {p.episodes} episodes of {p.max_steps} steps (level `{p.level}`), seed {p.seed}.", ""]
+            f"`{p.cost}`, energy: {_ENERGIES[distance]} to the goal's latent; {p.episodes} episodes "
+            f"of {p.max_steps} steps (level `{p.level}`), seed {p.seed}.", ""]
   baseline = any("random_init" in v for v in plans.values())
   out += ["| result | what | trained |" + (" random init |" if baseline else ""),
           "|---|---|---|" + ("---|" if baseline else "")]

@@ -137,7 +137,8 @@ def test_report_of_a_planning_run_shows_the_planner_and_its_pictures(tmp_path):
     text = f.read()
   planning = text[text.index("## Planning (held-out episodes)"):text.index("## Evaluations")]
   assert ("mppi planner in the model's latent space: horizon 4, 8 samples, 2 iterations, 2 elites, re-planning "
-          "every 4 steps, cost `sum`; 2 episodes of 8 steps (level `normal`), seed 0.") in planning
+          "every 4 steps, cost `sum`, energy: squared error to the goal's latent; 2 episodes of 8 steps (level "
+          "`normal`), seed 0.") in planning
   assert "| result | what | trained |\n" in planning                 # no random init ran: no column for it
   assert "| 0.5 (1 of 2) |" in planning and "| 6.5 |" in planning and "never = 8" in planning
   assert "| 3.25 |" in planning and "| 0.125 |" in planning
@@ -152,3 +153,7 @@ def test_report_of_a_planning_run_shows_the_planner_and_its_pictures(tmp_path):
     text = f.read()
   assert "| result | what | trained | random init |\n" in text and "| 0.5 (1 of 2) | 0 (0 of 2) |" in text
   assert "## Evaluations" not in text and "No pictures (eval.pictures=False)." in text
+  # V-JEPA 2-AC plans on its ac.energy, L1 by default.
+  ac = load_config("world_model", "vjepa2_ac_tiny")
+  with open(report.write_report(str(tmp_path), ac, {"step": 4}, probes), encoding="utf-8") as f:
+    assert "cost `last`, energy: L1 to the goal's latent;" in f.read()

@@ -2,8 +2,10 @@
 coordinates against hand-built ones, the predictor and the loss against a NumPy forward pass, causality, the
 fixed-buffer rollout against a growing-prefix NumPy rollout, the Two Rooms clips against the encoder's input
 transform, and end to end (a tiny V-JEPA encoder on Two Rooms clips, the AC predictor on its frozen tokens,
-CEM planning): the encoder bit-identical after training, planning deterministic from the seed, bad input.
+CEM planning): the encoder bit-identical after training, resume exact, planning deterministic from the seed and
+using its energy, bad input.
 """
+import os
 import re
 
 import jax
@@ -330,10 +332,46 @@ def test_jepa_plan_plans_a_vjepa2_ac_run_with_its_l1_energy(trained):
   expected = world_model.run_planning(model, run.config.planner, episodes=2, distance="l1", seed=3)
   np.testing.assert_allclose([e["final_distance"] for e in out["per_episode"]], expected["final_distance"], rtol=1e-6)
   assert out["step"] == 4 and out["planner"] == "cem"
+  # The squared-error energy plans the same episodes otherwise: had the energy been ignored, they would agree.
+  squared = world_model.run_planning(model, run.config.planner, episodes=2, distance="sq", seed=3)
+  assert not np.array_equal(squared["final_distance"], expected["final_distance"])
 
 
-def test_bad_input_is_one_line_naming_the_key(trained):
+def test_resume_continues_exactly_and_finds_a_relative_encoder_from_another_directory(trained, tmp_path,
+                                                                                       monkeypatch):
+  """The fixture's run stopped at step 2 and resumed to 4 ends bit-identical to it. It is set up with the encoder
+  path relative to the encoder's parent directory and resumed from config.json in another directory."""
+  enc_dir, _, straight, _ = trained
+  config = load_config("world_model", "vjepa2_ac_tiny")
+  config.planner.episodes = 0  # Planning changes no weight; skipping it skips its compilation.
+  config.eval.probe = False
+  monkeypatch.chdir(os.path.dirname(enc_dir))
+  config.ac.encoder_workdir = os.path.basename(enc_dir)
+  workdir = str(tmp_path / "ac")
+  run = train.setup(config, workdir, verbose=False)
+  assert os.path.isabs(run.config.ac.encoder_workdir) and os.path.samefile(run.config.ac.encoder_workdir, enc_dir)
+  assert train.fit(run, stop_at=2)[1]["preempted"]
+  monkeypatch.chdir(tmp_path)
+  resumed, _ = train.fit(train.setup(run_config.load(workdir), workdir, verbose=False))
+  assert int(resumed["step"]) == 4
+  for name in ("params", "model_state"):  # model_state holds the Frozen encoder.
+    ours, theirs = jax.device_get(resumed[name]), jax.device_get(straight[name])
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_bad_input_is_one_line_naming_the_key(trained, tmp_path):
   enc_dir = trained[0]
+  # An encoder run whose own config.json its validation refuses, then one without a checkpoint: errors about
+  # that run, which must say so.
+  foreign = tmp_path / "encoder"
+  (foreign / "checkpoints").mkdir(parents=True)
+  saved = run_config.load(enc_dir)
+  saved.train.collapse_alarm = 1.5
+  run_config.save(saved, str(foreign))
+  whose = (f"ac.encoder_workdir={str(foreign)!r}: the encoder run there cannot be restored, for a reason of its own "
+           "config.json or checkpoints (not this run's): ")
   cases = [({"ac.encoder_workdir": ""}, "ac.encoder_workdir is empty"),
            ({"ac.encoder_workdir": "/nonexistent/encoder"}, "ac.encoder_workdir='/nonexistent/encoder' holds no "
             "trained run"),
@@ -341,7 +379,8 @@ def test_bad_input_is_one_line_naming_the_key(trained):
            ({"ac.rollout_steps": 4}, "ac.frames=4 must be in [ac.rollout_steps + 1 = 5"),
            ({"ac.heads": 5}, "ac.heads=5 does not divide ac.width=24"),
            ({"data.source": "digits"}, "method=vjepa2_ac trains on action-labelled Two Rooms trajectories"),
-           ({"planner.num_elites": 9}, "planner.num_elites=9 exceeds num_samples=8")]
+           ({"planner.num_elites": 9}, "planner.num_elites=9 exceeds num_samples=8"),
+           ({"ac.encoder_workdir": str(foreign)}, whose + "train.collapse_alarm=1.5 must be in [0, 1)")]
   for overrides, message in cases:
     c = load_config("world_model", "vjepa2_ac_tiny")
     c.ac.encoder_workdir = enc_dir
@@ -353,6 +392,15 @@ def test_bad_input_is_one_line_naming_the_key(trained):
     assert "\n" not in str(err.value)
     if "encoder_workdir" in message:
       assert "--config.ac.encoder_workdir=DIR" in str(err.value)  # The fix.
+    if "holds no trained run" in message:  # The path may only have moved.
+      assert "--config.ac.encoder_workdir=NEWDIR" in str(err.value)
+  saved.train.collapse_alarm = 0.25
+  run_config.save(saved, str(foreign))
+  c = load_config("world_model", "vjepa2_ac_tiny")
+  c.ac.encoder_workdir = str(foreign)
+  with pytest.raises(ConfigError, match=re.escape(whose + f"--workdir={foreign} holds no checkpoint")) as err:
+    train.setup(c, "/nonexistent/never/created", verbose=False)
+  assert "\n" not in str(err.value) and "--config.ac.encoder_workdir=DIR" in str(err.value)
 
 
 def test_position_state_trains_with_the_agent_position():
@@ -362,3 +410,12 @@ def test_position_state_trains_with_the_agent_position():
   out = method.example_fn(train=True)(example, None)
   assert out["frames"].shape == (4, 65, 65, 2) and out["actions"].shape == (3, 2)
   np.testing.assert_allclose(out["states"], example["positions"][:4] / 64.0)
+
+
+def test_jepa_plan_refuses_a_position_state_run_in_one_line(trained):
+  _, run, _, _ = trained
+  from jepa import plan as plan_lib  # pylint: disable=import-outside-toplevel
+  config = run_config.load(run.workdir)
+  config.ac.state = "position"
+  with pytest.raises(ConfigError, match=r"^ac.state='position': .* --config.ac.state=none to plan$"):
+    plan_lib.check(config, run.workdir, episodes=2)

@@ -6,8 +6,11 @@ Data: windows of T = ac.frames frames o_0..o_{T-1} [65, 65, 2] and the T - 1 act
 s_t = p_t / 64 as the state (V-JEPA 2-AC's state is the robot's end-effector pose).
 
 Frozen encoder: the run in ac.encoder_workdir (its config.json and latest checkpoint, restored with
-jepa.evaluate.restore), e.g. V-JEPA trained on Two Rooms clips (configs/vjepa_vit.py:two_rooms). Every frame is
-encoded on its own, as the encoder's data pipeline presents frames (data.source='two_rooms_video'):
+jepa.evaluate.restore), e.g. V-JEPA trained on Two Rooms clips (configs/vjepa_vit.py:two_rooms). `validate` makes
+the path absolute in the config, so config.json records it independently of the directory the run was started
+from. It decides no shapes (the encoder's weights are also in this run's checkpoint), so when the encoder run has
+moved, `--config.ac.encoder_workdir=NEWDIR` points jepa.evaluate to its new place. Every frame is encoded on its
+own, as the encoder's data pipeline presents frames (data.source='two_rooms_video'):
 
   x_t = (as_rgb_clip(o_t) / 255 - mean) / std      64 x 64 crop and a zero third channel (trajectories.py), the
                                                    encoder's data.mean / data.std
@@ -86,6 +89,7 @@ STATE_DIM = 2  # ac.state='position': the agent's (x, y) / POSITION_SCALE.
 POSITION_SCALE = 64.0  # Pixels -> about [0, 1].
 ENCODER_FIX = ("set --config.ac.encoder_workdir=DIR to a trained encoder run, e.g. one made with python -m jepa.main "
                "--config=configs/vjepa_vit.py:two_rooms --workdir=DIR")
+MOVED_FIX = "if the encoder run has moved, pass its new place with --config.ac.encoder_workdir=NEWDIR"
 
 
 def config_sections():
@@ -118,6 +122,15 @@ class RestoredEncoder:
   std: tuple
 
 
+def _foreign_error(workdir, error):
+  """The one-line ConfigError for a CheckpointError or ConfigError raised by the encoder run's own config or
+  checkpoint: its message names that run's keys and flags (e.g. its train.batch_size against this machine's
+  devices), which would otherwise read as this run's."""
+  return base.ConfigError(f"ac.encoder_workdir={workdir!r}: the encoder run there cannot be restored, for a reason "
+                          f"of its own {run_config.CONFIG_FILE} or checkpoints (not this run's): {error}; fix that "
+                          f"run, or {ENCODER_FIX}")
+
+
 def load_encoder(workdir):
   """The RestoredEncoder of the run in `workdir` (ac.encoder_workdir), or a one-line ConfigError naming the key."""
   if not workdir:
@@ -125,9 +138,12 @@ def load_encoder(workdir):
                            f"{ENCODER_FIX}")
   if not os.path.isfile(os.path.join(workdir, run_config.CONFIG_FILE)):
     raise base.ConfigError(f"ac.encoder_workdir={workdir!r} holds no trained run (no {run_config.CONFIG_FILE}): "
-                           f"{ENCODER_FIX}")
-  config = config_lib.with_defaults(run_config.load(workdir))
-  method = get_method(config)
+                           f"{MOVED_FIX}; else {ENCODER_FIX}")
+  try:
+    config = config_lib.with_defaults(run_config.load(workdir))
+    method = get_method(config)
+  except base.ConfigError as e:
+    raise _foreign_error(workdir, e) from None
   grid = method.token_grid()
   if grid is None:
     raise base.ConfigError(f"ac.encoder_workdir={workdir!r} holds a {config.method!r} run, whose encoder gives no "
@@ -139,8 +155,8 @@ def load_encoder(workdir):
                            f"--config.data.image_size={size} (configs/vjepa_vit.py:two_rooms)")
   try:
     state_def, state, _ = evaluate.restore(config, workdir)
-  except CheckpointError as e:
-    raise base.ConfigError(f"ac.encoder_workdir={workdir!r}: {e}") from None
+  except (CheckpointError, base.ConfigError) as e:  # restore validates the encoder's config (train_state.define).
+    raise _foreign_error(workdir, e) from None
   model, teacher = state_def.models(state)
   tubelet = int(config.model.tubelet_size) if config.data.num_frames else 0
   frame = (tubelet,) if tubelet else ()
@@ -218,6 +234,14 @@ class VJEPA2AC(world_model.PlanningMethod):
     super().__init__(config)
     self._restored = None
 
+  def check_can_plan(self):
+    """jepa.plan's check: a run trained with ac.state='position' cannot plan (its rollout has no state to
+    integrate), whatever the planner settings."""
+    if self.config.ac.state == "position":
+      raise base.ConfigError("ac.state='position': this run's predictor needs the agent's position at every "
+                             "predicted frame, which planning cannot give it; train one with --config.ac.state=none "
+                             "to plan")
+
   @property
   def planning_distance(self):
     return self.config.ac.energy  # V-JEPA 2-AC's energy: 'l1'.
@@ -260,12 +284,10 @@ class VJEPA2AC(world_model.PlanningMethod):
       raise base.ConfigError(f"ac.state='position' cannot plan (the rollout has no state to integrate) but "
                              f"planner.episodes={c.planner.episodes}: set --config.planner.episodes=0 or "
                              "--config.ac.state=none")
-    names = [n.strip() for n in c.eval.evaluators.split(",") if n.strip()]
-    labelled = [n for n in names if n not in world_model.LABEL_FREE_EVALUATORS]
-    if labelled:
-      raise base.ConfigError(f"eval.evaluators={c.eval.evaluators!r} names {labelled}, which need labels; Two Rooms "
-                             "trajectories have none: use '' or 'rankme'")
+    self.check_label_free_evaluators()
     world_model.check_planner(c)
+    if cfg.encoder_workdir:  # Absolute in config.json: the run reads it from any directory (jepa.evaluate, resume).
+      cfg.encoder_workdir = os.path.abspath(cfg.encoder_workdir)
     self.restored_encoder()  # Last: a bad ac.encoder_workdir is reported before anything is built.
 
   # --- data -------------------------------------------------------------------------------------------------
@@ -285,8 +307,6 @@ class VJEPA2AC(world_model.PlanningMethod):
       return out
 
     return fn
-
-  eval_example_fn = world_model.WorldModelMethod.eval_example_fn  # Frame 0 as 'image', the dummy label -1.
 
   # --- loss -------------------------------------------------------------------------------------------------
   def loss(self, model, target, batch, rng):

@@ -277,8 +277,8 @@ def check_section(config, name):
 def check_data(config):
   """A world model trains on trajectories: data.source must be 'two_rooms'."""
   if config.data.source != "two_rooms":
-    raise base.ConfigError(f"data.source={config.data.source!r} is an image dataset, but method=world_model trains "
-                           "on action-labelled trajectories: use --config.data.source=two_rooms")
+    raise base.ConfigError(f"data.source={config.data.source!r} is an image dataset, but method={config.method} "
+                           "trains on action-labelled trajectories: use --config.data.source=two_rooms")
 
 
 def check_planner(config):
@@ -310,12 +310,10 @@ START, GOAL, PATH, END, PLAN = (44, 160, 44), (214, 39, 40), (31, 119, 180), (0,
 def episode_record(states, result):
   """What the episode pictures draw, as NumPy arrays over N episodes: 'positions' [N, T + 1, 2] (the start and
   the position after each step), 'goals' [N, 2], 'wall_x' and 'door_y' [N], and 'last_plan' [N, H, 2] (the
-  last plan's actions) when planning.EpisodeResult carries them; without it the pictures draw no plan."""
-  record = {"positions": np.asarray(result.positions), "goals": np.asarray(states.goal),
-            "wall_x": np.asarray(states.layout.wall_x), "door_y": np.asarray(states.layout.door_y)}
-  if hasattr(result, "last_plan"):
-    record["last_plan"] = np.asarray(result.last_plan)
-  return record
+  last plan's actions)."""
+  return {"positions": np.asarray(result.positions), "goals": np.asarray(states.goal),
+          "wall_x": np.asarray(states.layout.wall_x), "door_y": np.asarray(states.layout.door_y),
+          "last_plan": np.asarray(result.last_plan)}
 
 
 def intended_path(positions, plan_actions, replan_every, max_norm):
@@ -401,9 +399,37 @@ class PlanningMethod(base.Method):
 
   def __init__(self, config):
     super().__init__(config)
-    # (state, run_planning output) of the last two states planned with (an evaluation's trained state and its
-    # random init), so that the pictures draw the episodes of the evaluation they follow without planning again.
+    # (step, params checksum, run_planning output) of the last two states planned with (an evaluation's trained
+    # state and its random init), so that the pictures draw the episodes of the evaluation they follow without
+    # planning again. Only the episodes are kept, not the states.
     self._planned = []
+
+  def check_label_free_evaluators(self):
+    """Trajectories have no labels: eval.evaluators may name only LABEL_FREE_EVALUATORS (a one-line ConfigError)."""
+    names = [n.strip() for n in self.config.eval.evaluators.split(",") if n.strip()]
+    labelled = [n for n in names if n not in LABEL_FREE_EVALUATORS]
+    if labelled:
+      raise base.ConfigError(f"eval.evaluators={self.config.eval.evaluators!r} names {labelled}, which need labels; "
+                             "Two Rooms trajectories have none: use '' or 'rankme' (the planning evaluator always "
+                             "runs when planner.episodes > 0)")
+
+  def eval_example_fn(self):
+    """Frame 0 of a window as 'image', with the dummy label -1 (trajectories have none)."""
+    def fn(example, rng):
+      del rng
+      return {"image": np.asarray(example["frames"][0], np.float32), "label": np.int32(-1)}
+
+    return fn
+
+  @staticmethod
+  def _planned_key(state):
+    """Which state an evaluation planned with: its step and the sum of its first parameter (the trained state and
+    the random-init baseline of one evaluation differ in it)."""
+    first = jax.tree.leaves(state["params"])[0]
+    return int(jax.device_get(state["step"])), float(jax.device_get(jnp.sum(first)))
+
+  def check_can_plan(self):
+    """A one-line ConfigError when this run's model cannot plan (jepa.plan asks before restoring it); none here."""
 
   def plan(self, model, **overrides):
     """`run_planning` of `model` with the config's planner and this method's energy; `overrides` as there."""
@@ -418,13 +444,14 @@ class PlanningMethod(base.Method):
       return {}
     model, _ = models(state)
     out = self.plan(model)
-    self._planned = [(state, out)] + self._planned[:1]
+    self._planned = [(self._planned_key(state), out)] + self._planned[:1]
     return summarize(out, p.max_steps)
 
   def evaluation_pictures(self, state):
     """{'episodes': draw(path)}: `write_episodes` of the episodes `extra_evaluations` planned on this `state`
     object ({} when it planned none)."""
-    out = next((o for s, o in self._planned if s is state), None)
+    key = self._planned_key(state)
+    out = next((o for k, o in self._planned if k == key), None)
     return {} if out is None else {"episodes": functools.partial(write_episodes, out, self.config.planner)}
 
 
@@ -476,12 +503,7 @@ class WorldModelMethod(PlanningMethod):
     if self.config.train.batch_size < 2:
       raise base.ConfigError("train.batch_size must be >= 2: the variance, covariance and SIGReg terms are batch "
                              "statistics")
-    names = [n.strip() for n in self.config.eval.evaluators.split(",") if n.strip()]
-    labelled = [n for n in names if n not in LABEL_FREE_EVALUATORS]
-    if labelled:
-      raise base.ConfigError(f"eval.evaluators={self.config.eval.evaluators!r} names {labelled}, which need labels; "
-                             "Two Rooms trajectories have none: use '' or 'rankme' (the planning evaluator always "
-                             "runs when planner.episodes > 0)")
+    self.check_label_free_evaluators()
     check_planner(self.config)
 
   # --- data -------------------------------------------------------------------------------------------------
@@ -495,13 +517,6 @@ class WorldModelMethod(PlanningMethod):
       del rng  # The window was drawn by the source, deterministically per index; nothing else is random.
       return {"frames": np.asarray(example["frames"][:frames], np.float32),
               "actions": np.asarray(example["actions"][:frames - 1], np.float32)}
-
-    return fn
-
-  def eval_example_fn(self):
-    def fn(example, rng):
-      del rng
-      return {"image": np.asarray(example["frames"][0], np.float32), "label": np.int32(-1)}  # Dummy label.
 
     return fn
 
