@@ -93,6 +93,19 @@ def test_last_step_cost_reaches_the_goal(kind):
   np.testing.assert_allclose(np.asarray(actions).sum(axis=0), total, atol=0.3)
 
 
+def test_l1_energy_cem_with_momentum_reaches_the_goal():
+  # V-JEPA 2-AC's planner (CEM, momentum 0.15, energy mean |z_H - g| on the last step): on the linear model any
+  # plan with sum_t a_t = B^-1 (g - z0) is optimal (energy 0), and the constant one is within the bound.
+  goal = (Z0 + np.array([3.0, 4.0])).astype(np.float32)
+  total = np.linalg.solve(B, goal - Z0)
+  cfg = dataclasses.replace(CFGS["cem"], cost="last", distance="l1", momentum=0.15)
+  actions, info = _plan("cem", 5, goal=goal, cfg=cfg)
+  final = Z0 + np.asarray(actions, np.float64).sum(axis=0) @ B.T
+  assert float(info["cost"]) == pytest.approx(np.mean(np.abs(final - goal)), abs=1e-5)
+  assert float(info["cost"]) < 0.05
+  np.testing.assert_allclose(np.asarray(actions).sum(axis=0), total, atol=0.3)
+
+
 @pytest.mark.parametrize("kind", ["cem", "mppi"])
 def test_determinism_from_the_key(kind):
   a, b, c = _plan(kind, 3)[0], _plan(kind, 3)[0], _plan(kind, 4)[0]
@@ -133,6 +146,8 @@ def test_sequence_cost_definition():
   goal = jnp.array([1.0, 0.0])
   assert float(P.sequence_cost(latents, goal, jnp.array([1.0, 1.0]))) == pytest.approx((0 + 4) / 2 + (4 + 16) / 2)
   assert float(P.sequence_cost(latents, goal, jnp.array([0.0, 1.0]))) == pytest.approx(10.0)
+  # distance='l1': mean |latents[t] - goal| = (0 + 2) / 2 and (2 + 4) / 2.
+  assert float(P.sequence_cost(latents, goal, jnp.array([1.0, 1.0]), "l1")) == pytest.approx(1.0 + 3.0)
 
 
 @pytest.mark.parametrize("overrides, key", [
