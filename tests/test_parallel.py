@@ -23,8 +23,7 @@ MESHES = [(8, 1), (4, 2), (1, 8)]
 
 
 def _tiny_config_name(method):
-  """configs/<method>_*.py or <method>.py that has a 'tiny' preset, or None (methods still being added have none
-  yet)."""
+  """configs/<method>_*.py or <method>.py that has a 'tiny' preset, or None."""
   paths = glob.glob(os.path.join(REPO, "configs", f"{method}_*.py")) + glob.glob(
       os.path.join(REPO, "configs", f"{method}.py"))
   for path in sorted(paths):
@@ -37,7 +36,15 @@ def _tiny_config_name(method):
   return None
 
 
-CASES = {m: _tiny_config_name(m) for m in methods.available()}
+# vjepa2_ac trains on the tokens of an encoder restored from another run's workdir, so it has no self-contained
+# tiny preset here; tests/test_vjepa2_ac.py trains it (encoder first) on one device.
+NEEDS_ANOTHER_RUN = ("vjepa2_ac",)
+CASES = {m: _tiny_config_name(m) for m in methods.available() if m not in NEEDS_ANOTHER_RUN}
+
+
+def test_every_other_method_has_a_tiny_preset():
+  missing = sorted(method for method, name in CASES.items() if not name)
+  assert not missing, f"methods without a configs/<method>*.py 'tiny' preset: {missing}"
 
 TRAIN = r"""
 import json, os, traceback
@@ -105,8 +112,6 @@ def _train_on(tmp_path_factory):
 
 
 def _result(train_on, method, data, fsdp):
-  if not CASES[method]:
-    pytest.skip(f"no configs/{method}_*.py with a 'tiny' preset yet")
   result = train_on(data, fsdp)[method]
   if "error" in result:
     raise AssertionError(f"{method} on a {data}x{fsdp} mesh failed:\n{result['error']}")
