@@ -197,6 +197,12 @@ def summary():
     xs = [pt["train_minutes"] for pt in r["points"]]
     ys = [100 * pt["plans"][0]["success"] for pt in r["points"]]
     ax.plot(xs, ys, marker="o", label=r["name"])
+  lines += ["", "Success along training (the first planner; the points of each result, same held-out episodes for "
+            "the same planner.seed and count): compare ablations with the full model at the same step.", "",
+            "| result | step: success ± SE (episodes) |", "|---|---|"]
+  for r in results:
+    cells = [f"{pt['step']}: {_cell(pt['plans'][0])}" for pt in r["points"]]
+    lines.append(f"| {r['name']} | {'; '.join(cells)} |")
   ax.axhline(97, color="grey", linestyle="--", linewidth=1, label="EB-JEPA MPPI (GPU): 97%")
   ax.set_xlabel("training minutes (2 CPU cores)")
   ax.set_ylabel("planning success, % (first planner)")
