@@ -193,9 +193,7 @@ def run(config):
 
 
 def _write(out):
-  os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, f"{out['name']}.json"), "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=2)
+  timing.write_result(RESULTS, out)
 
 
 def summary(dataset):

@@ -1,4 +1,6 @@
-"""Shared by the experiment harnesses: a config's seconds per train step, and the machine's CPU description."""
+"""Shared by the experiment harnesses: a config's seconds per train step, the machine's CPU description, and
+writing a result file."""
+import json
 import os
 import platform
 import time
@@ -40,3 +42,10 @@ def machine():
   """(processor and core count, the CPU_FLAGS it has) for a result file."""
   return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
           " ".join(f for f in CPU_FLAGS if has_cpu_flag(f)))
+
+
+def write_result(directory, out):
+  """Writes the result dict `out` to <directory>/<out['name']>.json (rewritten after every point)."""
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, f"{out['name']}.json"), "w", encoding="utf-8") as f:
+    json.dump(out, f, indent=2)

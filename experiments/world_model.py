@@ -155,9 +155,7 @@ def from_run():
 
 
 def _write(out):
-  os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, f"{out['name']}.json"), "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=2)
+  timing.write_result(RESULTS, out)
 
 
 def _cell(plan):
