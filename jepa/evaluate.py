@@ -34,7 +34,8 @@ PROBES = ("linear", "attentive")
 # Keys that shape the trained model's parameters: evaluate rebuilds the model of the checkpoint, so they must be
 # the run's (data.*, eval.*, mesh.* and the like may change: they say what is probed and how). ac.encoder_workdir
 # is not one: the frozen encoder's weights are in the checkpoint, and the override is how a moved encoder is found.
-MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width", "lejepa.cifar_stem", "lejepa.proj_",
+MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width",
+              "lejepa.resnet_stage_widths", "lejepa.cifar_stem", "lejepa.proj_",
               "iwm.conditioning", "ac.width", "ac.depth", "ac.heads", "ac.mlp_ratio", "ac.state", "ac.normalize",
               "ac.rope_layout")
 # ... except those that change how the model runs, not what it computes at evaluation.

@@ -52,6 +52,33 @@ def test_basic_shapes(cifar_stem, hw, fmap_hw):
   np.testing.assert_array_equal(model(x), emb)
 
 
+def _basic_resnet_params(stem, widths, blocks_per_stage, cin=3):
+  """Parameters of a basic-block ResNet counted by hand: the stem conv (bias-free) + BN, then per block two
+  3x3 convs + BNs and, where the width or resolution changes, a 1x1 conv + BN shortcut."""
+  count = cin * stem * 9 + 2 * stem
+  prev = stem
+  for i, w in enumerate(widths):
+    for j in range(blocks_per_stage):
+      count += prev * w * 9 + 2 * w + w * w * 9 + 2 * w
+      if prev != w or (i > 0 and j == 0):
+        count += prev * w + 2 * w
+      prev = w
+  return count
+
+
+def test_stage_widths_set_each_stage_and_the_embedding():
+  # A wider last stage only: the embedding is its width, and the parameters are the hand count above.
+  model = nnx.eval_shape(lambda: resnet("resnet18", width=16, stage_widths=(16, 32, 64, 256), cifar_stem=True,
+                                        rngs=nnx.Rngs(0)))
+  assert model.embed_dim == 256
+  assert _num_params(model) == _basic_resnet_params(16, (16, 32, 64, 256), 2)
+  # The default widths are width * 2**i: the same hand count gives torchvision's ResNet-18.
+  assert _basic_resnet_params(64, (64, 128, 256, 512), 2) == 11_168_832
+  x = jax.ShapeDtypeStruct((2, 24, 24, 3), jnp.float32)
+  emb, fmap = nnx.eval_shape(lambda m, x: m(x, return_features=True), model, x)
+  assert emb.shape == (2, 256) and fmap.shape == (2, 3, 3, 256)
+
+
 @pytest.mark.parametrize("name,cifar_stem,hw,fmap_hw,dim", [
     ("resnet18", True, 32, 4, 512), ("resnet18", False, 224, 7, 512), ("resnet50", False, 224, 7, 2048),
     ("resnet34", True, 32, 4, 512)])
@@ -143,3 +170,5 @@ def test_bad_config_raises():
     ResNet(stage_sizes=(2, 0), cifar_stem=True, rngs=nnx.Rngs(0))
   with pytest.raises(ConfigError):
     resnet("resnet18", block="bottleneck", cifar_stem=True, rngs=nnx.Rngs(0))
+  with pytest.raises(ConfigError, match="one positive width for each of the 2 stages"):
+    ResNet(stage_sizes=(1, 1), stage_widths=(8, 16, 32), cifar_stem=True, rngs=nnx.Rngs(0))

@@ -339,6 +339,17 @@ def test_gelu_is_exact():
   assert float(jnp.max(jnp.abs(mlp(x) - tanh))) > 1e-3
 
 
+def test_gelu_matches_the_normal_cdf_and_its_derivative():
+  # x Phi(x) and its derivative Phi(x) + x phi(x), from math.erf in float64: across the range, including the
+  # large-|x| tails where the erf form and the erfc form could part.
+  x = np.linspace(-12.0, 12.0, 481).astype(np.float32)
+  phi_cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.astype(np.float64)])
+  pdf = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2.0 * math.pi)
+  np.testing.assert_allclose(vit_lib.gelu(jnp.asarray(x)), x * phi_cdf, rtol=1e-6, atol=1e-6)
+  grad = jax.vmap(jax.grad(vit_lib.gelu))(jnp.asarray(x))
+  np.testing.assert_allclose(grad, phi_cdf + x * pdf, rtol=1e-5, atol=1e-6)
+
+
 def test_init_values():
   model = _tiny(width=64, heads=2, depth=3)  # Same shapes as the depth-scaled test: init ops compile once.
   blk = model.blocks[0]

@@ -38,6 +38,7 @@ from jepa import losses
 from jepa.data import augment
 from jepa.evaluation import collapse
 from jepa.methods import base
+from jepa.models import backward_cut
 from jepa.models import factory
 from jepa.models import heads
 from jepa.models import resnet as resnet_lib
@@ -75,6 +76,7 @@ def config_sections():
   return {"lejepa": ml_collections.ConfigDict(dict(
       backbone="vit",             # vit (model.encoder, model.patch_size; tokens mean-pooled) | resnet18|34|50
       resnet_width=64,            # ResNet stem / first-stage width (64 = the standard models)
+      resnet_stage_widths=(),     # ResNet: width of each stage; () = resnet_width * 2**i
       cifar_stem=True,            # ResNet: 3x3 stride-1 stem, no max-pool (small images)
       num_global=2, num_local=6,  # views per image; global ones at data.image_size, local at local_size
       global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), local_size=16,
@@ -98,7 +100,9 @@ class LeJEPA(base.Method):
       backbone = factory.build_encoder(self.config, rngs)
       dim = backbone.width
     else:
-      backbone = resnet_lib.resnet(cfg.backbone, width=cfg.resnet_width, cifar_stem=cfg.cifar_stem,
+      backbone = resnet_lib.resnet(cfg.backbone, width=cfg.resnet_width,
+                                   stage_widths=tuple(cfg.resnet_stage_widths), cifar_stem=cfg.cifar_stem,
+                                   backward_cut=backward_cut.setting(self.config.model.backward_cut),
                                    dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
       dim = backbone.embed_dim
     projector = heads.Projector(in_dim=dim, hidden_dim=cfg.proj_hidden, out_dim=cfg.proj_dim,

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 from jepa import config as config_lib
 from jepa.errors import ConfigError
+from jepa.models import backward_cut
 from jepa.models import predictor as predictor_lib
 from jepa.models import vit as vit_lib
 
@@ -40,6 +41,7 @@ def build_encoder(config, rngs):
                      in_channels=3, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                      num_frames=video, tubelet_size=config.model.tubelet_size,
                      pos_embedding=config.model.pos_embedding, remat=remat_setting(config),
+                     backward_cut=backward_cut.setting(config.model.backward_cut),
                      drop_path_rate=config.model.encoder.drop_path,
                      dtype=compute_dtype(config.dtype), rngs=rngs)
 
@@ -76,4 +78,5 @@ def build_predictor(config, encoder, rngs, *, num_mask_tokens=1, cond_dim=0, con
                                  pos_embedding=config.model.pos_embedding, cond_dim=cond_dim,
                                  cond_mode=cond_mode,
                                  zero_init_mask_tokens=zero_init_mask_tokens, remat=remat_setting(config),
+                                 backward_cut=backward_cut.setting(config.model.backward_cut),
                                  dtype=compute_dtype(config.dtype), rngs=rngs)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.errors import ConfigError
+from jepa.models import vit as vit_lib
 
 # PyTorch defaults (momentum 0.1 on the new statistic == Flax momentum 0.9 on the running value).
 _BN_MOMENTUM = 0.9
@@ -112,7 +113,7 @@ class Mlp(nnx.Module):
     self.fc2 = _vjepa_linear(hidden, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+    return self.fc2(vit_lib.gelu(self.fc1(x)))
 
 
 class CrossAttention(nnx.Module):

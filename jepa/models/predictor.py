@@ -85,7 +85,7 @@ class Predictor(nnx.Module):
                uniform_power: bool = True, rope_layout: posemb.RopeLayout = "reference", cond_dim: int = 0,
                cond_mode: str = "feature",
                zero_init_mask_tokens: bool = False, depth_scaled_init: bool = False, remat: bool = False,
-               attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
+               backward_cut: bool = False, attn_implementation: str | None = None, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the predictor.
 
@@ -106,6 +106,7 @@ class Predictor(nnx.Module):
       zero_init_mask_tokens: zero mask tokens (V-JEPA) instead of trunc-normal(0.02) (I-JEPA).
       depth_scaled_init: see `vit.out_std`.
       remat: rematerialise each block.
+      backward_cut: materialise the residual gradient at every block (`vit.materialise_cotangent`; for CPU).
       attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `vit.Attention`.
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
@@ -129,6 +130,7 @@ class Predictor(nnx.Module):
     self.pos_embedding = pos_embedding
     self.uniform_power = uniform_power
     self.remat = remat
+    self.backward_cut = backward_cut
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed = vit_lib.linear(embed_dim, width, **kw)
     token_init = nnx.initializers.zeros_init() if zero_init_mask_tokens else vit_lib.trunc_normal_init()
@@ -221,6 +223,7 @@ class Predictor(nnx.Module):
                                    jnp.zeros((b, m, ka, 3), ctx_rope.dtype), tgt_rope], axis=2)
       positions = positions.reshape(b * m, kc + ka + kt, 3)
 
-    x = vit_lib.run_blocks(self.blocks, x, kv_mask=kv_mask, positions=positions, remat=self.remat)
+    x = vit_lib.run_blocks(self.blocks, x, kv_mask=kv_mask, positions=positions, remat=self.remat,
+                           backward_cut=self.backward_cut)
     x = self.proj(self.norm(x[:, kc + ka:]))
     return x.astype(jnp.float32).reshape(b, m, kt, -1)

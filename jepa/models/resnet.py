@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.errors import ConfigError
+from jepa.models import backward_cut as backward_cut_lib
 
 # PyTorch BatchNorm defaults expressed in Flax terms: torch's momentum 0.1 weights the *new* batch statistic,
 # Flax's momentum weights the *old* running value, so torch 0.1 == Flax 0.9.
@@ -134,18 +135,23 @@ class ResNet(nnx.Module):
   """
 
   def __init__(self, *, stage_sizes: Sequence[int] = (2, 2, 2, 2), block: str = "basic", width: int = 64,
-               cifar_stem: bool, in_channels: int = 3, zero_init_residual: bool = True,
-               dtype: Any = None, rngs: nnx.Rngs):
+               stage_widths: Sequence[int] = (), cifar_stem: bool, in_channels: int = 3,
+               zero_init_residual: bool = True, backward_cut: bool = False, dtype: Any = None,
+               rngs: nnx.Rngs):
     """Builds the network.
 
     Args:
       stage_sizes: number of blocks in each stage; stage i has width `width * 2**i`.
       block: "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper).
       width: channels of the stem and first stage (64 for the standard models; small values for tests).
+      stage_widths: the width of every stage, overriding `width * 2**i` (the stem keeps `width`); e.g. a
+        wider last stage gives a larger embedding for little compute, since it runs at the lowest resolution.
       cifar_stem: True for small images (3x3 conv, stride 1, no max-pool); False for the ImageNet stem
         (7x7 conv stride 2, then 3x3 max-pool stride 2).
       in_channels: channels of the input images.
       zero_init_residual: zero-init the gamma of the last BatchNorm in each residual branch.
+      backward_cut: materialise the gradient at every block boundary (jepa/models/backward_cut.py: XLA's CPU
+        fusion otherwise recomputes the residual chain for every weight gradient).
       dtype: compute dtype (parameters stay float32); None means float32.
       rngs: parameter initialisation RNGs.
     """
@@ -153,9 +159,13 @@ class ResNet(nnx.Module):
       raise ConfigError(f"model.block={block!r} is unknown: use one of {sorted(_BLOCKS)}")
     if not stage_sizes or any(int(n) < 1 for n in stage_sizes):
       raise ConfigError(f"model.stage_sizes={tuple(stage_sizes)} is invalid: give >= 1 block per stage")
+    if stage_widths and (len(stage_widths) != len(stage_sizes) or any(int(w) < 1 for w in stage_widths)):
+      raise ConfigError(f"stage_widths={tuple(stage_widths)} must give one positive width for each of the "
+                        f"{len(stage_sizes)} stages, or be empty for width * 2**i")
     block_cls = _BLOCKS[block]
     self.cifar_stem = cifar_stem
     self.dtype = dtype
+    self.backward_cut = backward_cut
 
     stem_k, stem_s = (3, 1) if cifar_stem else (7, 2)
     self.stem_conv = _conv(in_channels, width, stem_k, stem_s, dtype=dtype, rngs=rngs)
@@ -164,7 +174,7 @@ class ResNet(nnx.Module):
     blocks = []
     cin = width
     for i, n in enumerate(stage_sizes):
-      stage_width = width * 2**i
+      stage_width = int(stage_widths[i]) if stage_widths else width * 2**i
       for j in range(int(n)):
         # The first block of every stage but the first halves the resolution.
         stride = 2 if (i > 0 and j == 0) else 1
@@ -193,6 +203,8 @@ class ResNet(nnx.Module):
       # init value (-inf) too, so the two agree on the border.
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for blk in self.blocks:
+      if self.backward_cut:
+        x = backward_cut_lib.materialise_cotangent(x)
       x = blk(x)
     fmap = x.astype(jnp.float32)
     # Pool in float32: averaging many bf16 values loses precision.

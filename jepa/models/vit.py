@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jepa.errors import ConfigError
+from jepa.models import backward_cut as backward_cut_lib
 from jepa.models import posemb
 
 Dtype = Any
@@ -176,6 +177,16 @@ class Attention(nnx.Module):
     return self.proj(out.reshape(*x.shape[:-1], -1))
 
 
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact GELU, x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, written as PyTorch's `nn.GELU()` computes it.
+
+  `jax.nn.gelu(approximate=False)` computes the same function through erfc, which XLA's CPU backend lowers to
+  a branchy polynomial: 3x slower forward on a [10752, 384] array (8.6 ms against 2.8 on 2 cores), and the
+  predictor's MLPs are 2% of an I-JEPA step's time that way. The two forms agree to 1e-6 in float32.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(1.0 / math.sqrt(2.0), x.dtype)))
+
+
 class Mlp(nnx.Module):
   """fc1 (D -> hidden), exact-erf GELU (PyTorch's default), fc2 (hidden -> D)."""
 
@@ -187,8 +198,8 @@ class Mlp(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[..., D] -> [..., D] in the compute dtype."""
-    # jax.nn.gelu defaults to the tanh approximation; the references use the exact form.
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+    # The exact form, as the references (jax.nn.gelu defaults to the tanh approximation).
+    return self.fc2(gelu(self.fc1(x)))
 
 
 class Block(nnx.Module):
@@ -256,11 +267,12 @@ def check_heads(width: int, heads: int, *, key: str, width_key: str, rope: bool)
 
 def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | None,
                positions: jax.Array | None, remat: bool | str, collect: list[jax.Array] | None = None,
-               rng: jax.Array | None = None) -> jax.Array:
+               rng: jax.Array | None = None, backward_cut: bool = False) -> jax.Array:
   """Applies `blocks` in order, optionally rematerialised (activations recomputed in the backward pass).
 
   Appends every block's output to `collect` when given. `rng` is the drop-path key (block i uses
-  fold_in(rng, i)); None disables drop-path.
+  fold_in(rng, i)); None disables drop-path. `backward_cut` materialises the residual stream's gradient at
+  every block boundary (`jepa/models/backward_cut.py`); the forward pass and the gradients' values are unchanged.
   """
 
   def apply(block: Block, h: jax.Array, kv_mask: jax.Array | None, positions: jax.Array | None,
@@ -270,6 +282,8 @@ def run_blocks(blocks: Sequence[Block], x: jax.Array, *, kv_mask: jax.Array | No
   if remat:  # True: save nothing; a name: that jax.checkpoint_policies policy decides what is saved.
     apply = nnx.remat(apply, policy=None if remat is True else getattr(jax.checkpoint_policies, remat))
   for i, block in enumerate(blocks):
+    if backward_cut:
+      x = backward_cut_lib.materialise_cotangent(x)
     x = apply(block, x, kv_mask, positions, None if rng is None else jax.random.fold_in(rng, i))
     if collect is not None:
       collect.append(x)
@@ -296,8 +310,8 @@ class ViT(nnx.Module):
                tubelet_size: int = 2, pos_embedding: str = "sincos_ijepa", uniform_power: bool = True,
                rope_layout: posemb.RopeLayout = "reference", qkv_bias: bool = True,
                depth_scaled_init: bool = False, remat: bool = False, attn_implementation: str | None = None,
-               drop_path_rate: float = 0.0, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+               drop_path_rate: float = 0.0, backward_cut: bool = False, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the encoder.
 
     Args:
@@ -316,6 +330,7 @@ class ViT(nnx.Module):
       attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `Attention`.
       drop_path_rate: stochastic depth of the last block; block i of d drops with rate * i / (d - 1), as timm
         (0 in the I-JEPA / V-JEPA configs, 0.1 in LeJEPA's ViT recipes). Active only when a key is passed.
+      backward_cut: materialise the residual gradient at every block (jepa/models/backward_cut.py).
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
       rngs: parameter initialisation.
@@ -344,6 +359,7 @@ class ViT(nnx.Module):
     self.pos_embedding = pos_embedding
     self.uniform_power = uniform_power
     self.remat = remat
+    self.backward_cut = backward_cut
     self.patch_embed = PatchEmbed(patch_size=patch_size, in_channels=in_channels, width=width,
                                   tubelet_size=None if num_frames is None else tubelet_size, dtype=dtype,
                                   param_dtype=param_dtype, rngs=rngs)
@@ -406,7 +422,8 @@ class ViT(nnx.Module):
       if positions is not None:
         positions = positions[idx]
     layers: list[jax.Array] | None = [] if return_all_layers else None
-    h = run_blocks(self.blocks, h, kv_mask=valid, positions=positions, remat=self.remat, collect=layers,
+    h = run_blocks(self.blocks, h, kv_mask=valid, positions=positions, remat=self.remat,
+                   backward_cut=self.backward_cut, collect=layers,
                    rng=rng)
     out = self.norm(h).astype(jnp.float32)
     if return_all_layers:
