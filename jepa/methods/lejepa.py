@@ -38,7 +38,6 @@ from jepa import losses
 from jepa.data import augment
 from jepa.evaluation import collapse
 from jepa.methods import base
-from jepa.models import backward_cut
 from jepa.models import factory
 from jepa.models import heads
 from jepa.models import resnet as resnet_lib
@@ -102,7 +101,6 @@ class LeJEPA(base.Method):
     else:
       backbone = resnet_lib.resnet(cfg.backbone, width=cfg.resnet_width,
                                    stage_widths=tuple(cfg.resnet_stage_widths), cifar_stem=cfg.cifar_stem,
-                                   backward_cut=backward_cut.setting(self.config.model.backward_cut),
                                    dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
       dim = backbone.embed_dim
     projector = heads.Projector(in_dim=dim, hidden_dim=cfg.proj_hidden, out_dim=cfg.proj_dim,

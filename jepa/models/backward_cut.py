@@ -3,10 +3,12 @@
 The residual stream's gradient is a chain of element-wise adds and normalisation backward terms that runs
 through every block. XLA's CPU backend fuses that whole chain into each weight gradient's operand and
 recomputes it there, so the backward pass does O(depth^2) element-wise work. Measured on 2 cores (AVX-512
-Xeon): on I-JEPA's CIFAR recipe (ViT 192 x 6) these fusions took ~300 ms of a ~1.5 s step, and the context
-encoder's forward + backward fell from ~0.95 s to ~0.57 s once the chain was cut at every block
-(`experiments/vs_official.py` has the whole-step figures). The gradients are the same up to float
-reassociation.
+Xeon) on I-JEPA's CIFAR recipe (ViT 192 x 6): these fusions took ~300 ms of a ~1.5 s step; cut at every block,
+the context encoder's forward + backward alone fell from ~0.95 s to ~0.57 s (cores shared with a training
+run), and the whole step, timed interleaved with the uncut one in one process, from 1.526 to 1.416 s on
+quiet cores (1.08x; 3.1 -> 2.4 s, 1.3x, with the cores shared at load ~4, where the recomputation's memory
+traffic costs more). The gradients are the same up to float reassociation. The ViT and the predictor use it
+(`vit.run_blocks`); the ResNet does not: its step was 0.94x as fast with the cut (interleaved, quiet).
 
 `materialise_cotangent` is the identity whose gradient passes through `lax.cond`: a conditional is the one
 cheap op XLA never fuses across (an optimisation barrier is removed before fusion on CPU), so the cotangent

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.errors import ConfigError
-from jepa.models import backward_cut as backward_cut_lib
 
 # PyTorch BatchNorm defaults expressed in Flax terms: torch's momentum 0.1 weights the *new* batch statistic,
 # Flax's momentum weights the *old* running value, so torch 0.1 == Flax 0.9.
@@ -136,8 +135,7 @@ class ResNet(nnx.Module):
 
   def __init__(self, *, stage_sizes: Sequence[int] = (2, 2, 2, 2), block: str = "basic", width: int = 64,
                stage_widths: Sequence[int] = (), cifar_stem: bool, in_channels: int = 3,
-               zero_init_residual: bool = True, backward_cut: bool = False, dtype: Any = None,
-               rngs: nnx.Rngs):
+               zero_init_residual: bool = True, dtype: Any = None, rngs: nnx.Rngs):
     """Builds the network.
 
     Args:
@@ -150,8 +148,6 @@ class ResNet(nnx.Module):
         (7x7 conv stride 2, then 3x3 max-pool stride 2).
       in_channels: channels of the input images.
       zero_init_residual: zero-init the gamma of the last BatchNorm in each residual branch.
-      backward_cut: materialise the gradient at every block boundary (jepa/models/backward_cut.py: XLA's CPU
-        fusion otherwise recomputes the residual chain for every weight gradient).
       dtype: compute dtype (parameters stay float32); None means float32.
       rngs: parameter initialisation RNGs.
     """
@@ -165,7 +161,6 @@ class ResNet(nnx.Module):
     block_cls = _BLOCKS[block]
     self.cifar_stem = cifar_stem
     self.dtype = dtype
-    self.backward_cut = backward_cut
 
     stem_k, stem_s = (3, 1) if cifar_stem else (7, 2)
     self.stem_conv = _conv(in_channels, width, stem_k, stem_s, dtype=dtype, rngs=rngs)
@@ -203,8 +198,6 @@ class ResNet(nnx.Module):
       # init value (-inf) too, so the two agree on the border.
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for blk in self.blocks:
-      if self.backward_cut:
-        x = backward_cut_lib.materialise_cotangent(x)
       x = blk(x)
     fmap = x.astype(jnp.float32)
     # Pool in float32: averaging many bf16 values loses precision.
