@@ -42,18 +42,21 @@ Presets (the text after ':'):
                     epochs, 10 of them warmup; with LeJEPA's objective and optimiser (lam 0.05 convex, 1024
                     slices, AdamW lr 5e-4, wd 5e-4 constant, cosine to lr/1000) instead of EB-JEPA's LARS.
                     Data: ../shared/data/cifar10/train.npz; validation is the 10% carve-out.
-  cifar10_cpu       CIFAR-10 for a 2-core CPU budget (issue #17's 21.6 minutes): ResNet-18 (CIFAR stem) at width 16
-                    (embedding 128) for step speed; EB-JEPA's 2 views (RRC 0.2-1, jitter p 0.8, grayscale 0.2,
-                    solarize 0.1, flip, no blur), trained at 24 px (lejepa.global_size) and probed at 32 px;
-                    projector 1024-1024 -> 128; 256 slices; lam 0.05; AdamW lr 2e-3, wd 5e-4, 200 warmup steps,
-                    cosine; batch 64, 4,645 steps (6.61 epochs of the 45,000-image carve: 21.6 minutes at the
-                    0.279 s/step measured on a quiet 2-core Xeon). Measured (experiments/results/budget/
-                    lejepa_cpu_g24.json): linear probe 0.566, kNN 0.549 on the 5,000-image carve (raw pixels
-                    0.411, random init 0.337); that run took 40.5 min because the cores were shared (load 2-5).
-                    On quiet cores (budget.py --minutes=21.6, load 0.5-2.2): 4,856 steps in 22.2 min at 233
-                    img/s, linear 0.561, kNN 0.548 (lejepa_cifar10_cpu_g24_quiet.json).
-                    With the views at 32 px (--config.lejepa.global_size=0) the 21.6 minutes hold 2,851 steps:
-                    0.538 / 0.503. Not yet the issue's 60%; docs/fidelity.md has the levers measured so far.
+  cifar10_cpu       CIFAR-10 for a 2-core CPU budget (issue #17's 21.6 minutes): ResNet-18 (CIFAR stem), stem and
+                    first stage at width 16 for step speed, stage widths 16/32/64/256 (lejepa.resnet_stage_widths:
+                    the last stage, at 3 x 3, is doubled for a 256-d embedding at 1.09x the step time); EB-JEPA's
+                    2 views (RRC 0.2-1, jitter p 0.8, grayscale 0.2, solarize 0.1, flip, no blur), trained at 24 px
+                    (lejepa.global_size) and probed at 32 px; projector 1024-1024 -> 128; 256 slices; lam 0.05;
+                    AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 2,810 steps (4.0 epochs of the
+                    45,000-image carve: 21.6 minutes at the 0.461 s/step budget.py measured on a 2-core Xeon,
+                    2026-12-02; budget.py --minutes sets the count for the machine at hand). Measured
+                    (experiments/results/budget/lejepa_cpu_g24_s256.json): linear probe 0.558, kNN 0.510 on the
+                    5,000-image carve (raw pixels 0.411, random init 0.361). The same machine and budget with
+                    the standard widths 16/32/64/128 (3,074 steps at 0.422 s/step): 0.544 / 0.514
+                    (lejepa_cpu_g24_pair.json); an earlier, faster Xeon fit 4,856 steps of that at 0.267 s/step
+                    in the budget and reached 0.561 / 0.548 (lejepa_cifar10_cpu_g24_quiet.json). With the views at
+                    32 px (--config.lejepa.global_size=0) the budget held 2,851 steps: 0.538 / 0.503. Not yet the
+                    issue's 60%; docs/fidelity.md has the levers measured so far.
   imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
                     and the ImageNet stem (7x7 stride 2 + max-pool: the first stage runs at 16 x 16, as cheap per
                     image as cifar10_cpu's 32 x 32 at width 16), global views trained at 48 px (lejepa.global_size)
@@ -141,9 +144,11 @@ def _cifar10_cpu(c):
   ResNet-18, a smaller projector and fewer slices, and a short schedule."""
   _cifar10_resnet18(c)
   c.data.num_threads = 2
-  c.lejepa.update(resnet_width=16, num_slices=256, proj_hidden=1024, global_size=24)
-  # 21.6 minutes at 0.279 s/step (quiet 2-core Xeon); experiments/budget.py --minutes measures it on the machine.
-  c.train.update(batch_size=64, num_steps=4645, log_every=100, checkpoint_every=1000)
+  c.lejepa.update(resnet_width=16, resnet_stage_widths=(16, 32, 64, 256), num_slices=256, proj_hidden=1024,
+                  global_size=24)
+  # 21.6 minutes at 0.461 s/step (2-core Xeon, 2026-12-02); experiments/budget.py --minutes measures it on the
+  # machine at hand.
+  c.train.update(batch_size=64, num_steps=2810, log_every=100, checkpoint_every=1000)
   _lejepa_optim(c, lr=2e-3, weight_decay=5e-4, warmup_steps=200)
   c.eval.update(max_train_examples=45_000, max_eval_examples=5_000)
 
@@ -154,7 +159,7 @@ def _imagenette_cpu(c):
   32 (a 256-d embedding), global views trained at 48 px and probed at 64 px."""
   _cifar10_cpu(c)
   c.data.update(path="../shared/data/imagenette96/train.npz", eval_fraction=0.1, image_size=64)
-  c.lejepa.update(resnet_width=32, cifar_stem=False, global_size=48)
+  c.lejepa.update(resnet_width=32, resnet_stage_widths=(), cifar_stem=False, global_size=48)
   c.train.update(num_steps=3000, log_every=50, checkpoint_every=1000)
   c.eval.update(batch_size=250, max_train_examples=8_522, max_eval_examples=947)
 
