@@ -40,12 +40,15 @@ import time
 
 import numpy as np
 
+import timing  # experiments/timing.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "experiments", "results", "vs_official")
 
 RECIPES = {
     "cifar10_reference": dict(image_size=32, patch=4, width=192, depth=6, heads=3, pred_width=96, pred_depth=4,
-                              batch=128, min_keep=4, jepa_preset="cifar10_reference", jepa_overrides={}),
+                              batch=128, min_keep=4, jepa_preset="cifar10_reference", jepa_overrides={},
+                              match_official_tokens=False),
     "vit_tiny_224": dict(image_size=224, patch=16, width=192, depth=12, heads=3, pred_width=384, pred_depth=6,
                          batch=16, min_keep=10, jepa_preset="",
                          jepa_overrides={"data.image_size": 224, "model.patch_size": 16,
@@ -54,16 +57,16 @@ RECIPES = {
                                          "model.predictor.width": 384, "model.predictor.depth": 6,
                                          "model.predictor.heads": 0, "train.batch_size": 16,
                                          "masks.num_targets": 4, "masks.target_scale": (0.15, 0.2),
-                                         "masks.target_aspect": (0.75, 1.5), "masks.context_scale": (0.85, 1.0)}),
+                                         "masks.target_aspect": (0.75, 1.5), "masks.context_scale": (0.85, 1.0)},
+                         match_official_tokens=True),
 }
 
 
 def fma_peak():
   """(GFLOP/s, how it was computed): the fp32 FMA peak of the cores this process may use."""
   with open("/proc/cpuinfo", encoding="utf-8") as f:
-    info = f.read()
-  mhz = max(float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz"))
-  lanes = 16 if " avx512f " in info else 8
+    mhz = max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+  lanes = 16 if timing.has_cpu_flag("avx512f") else 8
   cores = len(os.sched_getaffinity(0))
   peak = cores * 2 * lanes * 2 * mhz / 1e3
   return peak, f"{cores} cores x 2 FMA pipes x {lanes} fp32 lanes x 2 x {mhz / 1e3:.2f} GHz"
@@ -71,10 +74,8 @@ def fma_peak():
 
 def machine():
   with open("/proc/cpuinfo", encoding="utf-8") as f:
-    info = f.read()
-  model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-  flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f" {f} " in info]
-  return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "flags": " ".join(flags),
+    model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "flags": timing.machine()[1],
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
@@ -172,20 +173,15 @@ def jepa_side(args, recipe):
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import tempfile  # pylint: disable=import-outside-toplevel
+  import benchmark  # pylint: disable=import-outside-toplevel  (experiments/benchmark.py)
   from configs import ijepa_vit  # pylint: disable=import-outside-toplevel
   from jepa import parallel, train, train_state  # pylint: disable=import-outside-toplevel
 
   config = ijepa_vit.get_config(recipe["jepa_preset"])
   overrides = dict(recipe["jepa_overrides"])
   overrides.update(json.loads(args.jepa_overrides or "{}"))
-  for key, value in overrides.items():
-    *parents, name = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[name] = tuple(value) if isinstance(value, list) else value
+  config.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
   config.data.update(source="digits")  # Pixels do not change the step's time; digits need no data files.
   config.eval.probe = False
   run = train.setup(config, tempfile.mkdtemp(), verbose=False)
@@ -203,17 +199,9 @@ def jepa_side(args, recipe):
     jax.block_until_ready(metrics)
     if i > args.warmup:
       times.append(time.perf_counter() - t0)
-  a = jnp.ones((2048, 2048), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  mm = []
-  for _ in range(5):
-    t0 = time.perf_counter()
-    f(a).block_until_ready()
-    mm.append(time.perf_counter() - t0)
   b0 = jax.device_get(batches[0])
   return {"side": "jepa", "step_s": float(np.median(times)), "gflop": float(cost["flops"]) / 1e9,
-          "matmul_gflops": 2 * 2048**3 / min(mm) / 1e9, "library": f"jax {jax.__version__}",
+          "matmul_gflops": benchmark.matmul_peak_flops() / 1e9, "library": f"jax {jax.__version__}",
           "context_tokens": float(b0["context_valid"].sum(-1).mean()),
           "target_tokens": float(b0["target_valid"].sum(-1).mean()),
           "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}}
@@ -280,7 +268,7 @@ def main():
       official.append(run_side("official", args))
     # Our masks hold the official draw's mean token counts where the recipe asks for them.
     extra = []
-    if args.recipe == "vit_tiny_224":
+    if recipe["match_official_tokens"]:
       o = official[-1] if official else run_side("official", args)
       keep = {"masks.context_keep": round(o["context_tokens"]), "masks.target_keep": round(o["target_tokens"])}
       extra = [f"--jepa_overrides={json.dumps(keep)}"]

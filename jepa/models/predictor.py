@@ -106,7 +106,7 @@ class Predictor(nnx.Module):
       zero_init_mask_tokens: zero mask tokens (V-JEPA) instead of trunc-normal(0.02) (I-JEPA).
       depth_scaled_init: see `vit.out_std`.
       remat: rematerialise each block.
-      backward_cut: materialise the residual gradient at every block (`vit.materialise_cotangent`; for CPU).
+      backward_cut: materialise the residual gradient at every block (jepa/models/backward_cut.py).
       attn_implementation: None (XLA) or 'cudnn' (fused, NVIDIA GPUs); see `vit.Attention`.
       dtype: compute dtype of matmuls and attention.
       param_dtype: parameter dtype.
