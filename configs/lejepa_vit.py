@@ -46,17 +46,18 @@ Presets (the text after ':'):
                     first stage at width 16 for step speed, stage widths 16/32/64/256 (lejepa.resnet_stage_widths:
                     the last stage, at 3 x 3, is doubled for a 256-d embedding at 1.09x the step time); EB-JEPA's
                     2 views (RRC 0.2-1, jitter p 0.8, grayscale 0.2, solarize 0.1, flip, no blur), trained at 24 px
-                    (lejepa.global_size) and probed at 32 px; projector 1024-1024 -> 128; 256 slices; lam 0.05;
-                    AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 2,810 steps (4.0 epochs of the
-                    45,000-image carve: 21.6 minutes at the 0.461 s/step budget.py measured on a 2-core Xeon,
+                    (lejepa.global_size) and probed at 32 px; projector 1024-1024 -> 128; 1024 slices; lam 0.05;
+                    AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 4,677 steps (6.65 epochs of the
+                    45,000-image carve: 21.6 minutes at the 0.277 s/step budget.py measured on a 2-core AMD EPYC,
                     2026-12-02; budget.py --minutes sets the count for the machine at hand). Measured
-                    (experiments/results/budget/lejepa_cpu_g24_s256.json): linear probe 0.558, kNN 0.510 on the
-                    5,000-image carve (raw pixels 0.411, random init 0.361). The same machine and budget with
-                    the standard widths 16/32/64/128 (3,074 steps at 0.422 s/step): 0.544 / 0.514
-                    (lejepa_cpu_g24_pair.json); an earlier, faster Xeon fit 4,856 steps of that at 0.267 s/step
-                    in the budget and reached 0.561 / 0.548 (lejepa_cifar10_cpu_g24_quiet.json). With the views at
-                    32 px (--config.lejepa.global_size=0) the budget held 2,851 steps: 0.538 / 0.503. Not yet the
-                    issue's 60%; docs/fidelity.md has the levers measured so far.
+                    (experiments/results/budget/lejepa_cifar10_cpu_epyc.json): linear probe 0.603, kNN 0.571 on
+                    the 5,000-image carve (raw pixels 0.411, random init 0.361), 20.8 min of training. The same
+                    EPYC, 5,072 steps each: 256 slices 0.599 / 0.558, 1024 slices 0.619 / 0.577
+                    (lejepa_cpu_epyc_s256*.json). On the slower Xeon of the same day the budget held 2,810 steps
+                    (0.461 s/step, 256 slices): 0.558 / 0.510 (lejepa_cpu_g24_s256.json), and the standard widths
+                    16/32/64/128 0.544 / 0.514 (lejepa_cpu_g24_pair.json). With the views at 32 px
+                    (--config.lejepa.global_size=0) an earlier Xeon's budget held 2,851 steps: 0.538 / 0.503.
+                    docs/fidelity.md has every lever measured.
   imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
                     and the ImageNet stem (7x7 stride 2 + max-pool: the first stage runs at 16 x 16, as cheap per
                     image as cifar10_cpu's 32 x 32 at width 16), global views trained at 48 px (lejepa.global_size)
@@ -144,11 +145,14 @@ def _cifar10_cpu(c):
   ResNet-18, a smaller projector and fewer slices, and a short schedule."""
   _cifar10_resnet18(c)
   c.data.num_threads = 2
-  c.lejepa.update(resnet_width=16, resnet_stage_widths=(16, 32, 64, 256), num_slices=256, proj_hidden=1024,
+  # 1024 SIGReg slices (cifar10_resnet18's count): +2.0 linear points over 256 at the same 5,072 steps on a
+  # 2-core EPYC (lejepa_cpu_epyc_s256_sl1024.json against lejepa_cpu_epyc_s256.json); SIGReg at 1024 slices is
+  # ~4% of a CIFAR ResNet-18 step (experiments/results/sigreg_share.md).
+  c.lejepa.update(resnet_width=16, resnet_stage_widths=(16, 32, 64, 256), num_slices=1024, proj_hidden=1024,
                   global_size=24)
-  # 21.6 minutes at 0.461 s/step (2-core Xeon, 2026-12-02); experiments/budget.py --minutes measures it on the
+  # 21.6 minutes at 0.277 s/step (2-core AMD EPYC, 2026-12-02); experiments/budget.py --minutes measures it on the
   # machine at hand.
-  c.train.update(batch_size=64, num_steps=2810, log_every=100, checkpoint_every=1000)
+  c.train.update(batch_size=64, num_steps=4677, log_every=100, checkpoint_every=1000)
   _lejepa_optim(c, lr=2e-3, weight_decay=5e-4, warmup_steps=200)
   c.eval.update(max_train_examples=45_000, max_eval_examples=5_000)
 

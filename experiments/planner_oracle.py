@@ -31,7 +31,9 @@ flags.DEFINE_enum("planner", "mppi", ["mppi", "cem"], "Planner.")
 flags.DEFINE_integer("horizon", 35, "Planning horizon (the CPU default preset's).")
 flags.DEFINE_integer("num_samples", 100, "Samples per iteration.")
 flags.DEFINE_integer("num_iterations", 10, "Iterations per plan.")
+flags.DEFINE_integer("num_elites", 10, "Elites per iteration.")
 flags.DEFINE_integer("replan_every", 4, "Actions executed per plan.")
+flags.DEFINE_enum("cost", "sum", ["sum", "last"], "Energy over the horizon: its sum, or the last step only.")
 FLAGS = flags.FLAGS
 SCALE = 1e-3  # Position and layout ride along in the latent, too small to move the energy.
 ENV = two_rooms.EnvConfig()
@@ -69,7 +71,8 @@ def main(argv):
   del argv
   section = world_model.config_sections()["planner"]
   section.update(kind=FLAGS.planner, horizon=FLAGS.horizon, num_samples=FLAGS.num_samples,
-                 num_iterations=FLAGS.num_iterations, num_elites=10, replan_every=FLAGS.replan_every)
+                 num_iterations=FLAGS.num_iterations, num_elites=FLAGS.num_elites, replan_every=FLAGS.replan_every,
+                 cost=FLAGS.cost)
   plan_cfg = world_model.planner_config(section)
   env_keys, plan_keys = world_model.episode_keys(section.seed, FLAGS.episodes)
   states = jax.vmap(lambda k: two_rooms.sample_episode(k, ENV))(env_keys)
@@ -86,7 +89,8 @@ def main(argv):
     n = FLAGS.episodes
     p = float(result.success.mean())
     print(f"latent={latent} {FLAGS.planner} H={FLAGS.horizon} samples={FLAGS.num_samples} "
-          f"iterations={FLAGS.num_iterations} replan_every={FLAGS.replan_every}: success={p:.3f} "
+          f"iterations={FLAGS.num_iterations} elites={FLAGS.num_elites} replan_every={FLAGS.replan_every} "
+          f"cost={FLAGS.cost}: success={p:.3f} "
           f"(± {(p * (1 - p) / n) ** 0.5:.3f}, {n} episodes) "
           f"final_distance={float(result.distances[:, -1].mean()):.1f} px "
           f"({time.perf_counter() - t0:.0f} s with compilation)", flush=True)

@@ -38,10 +38,22 @@ def has_cpu_flag(flag):
     return False
 
 
+def cpu_model():
+  """The CPU's model name from /proc/cpuinfo (e.g. 'AMD EPYC', 'Intel(R) Xeon(R) Processor'), else the
+  architecture: step times swing ~2-4x between the machine types a budget may land on, so results name it."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def machine():
-  """(processor and core count, the CPU_FLAGS it has) for a result file."""
-  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-          " ".join(f for f in CPU_FLAGS if has_cpu_flag(f)))
+  """(CPU model and core count, the CPU_FLAGS it has) for a result file."""
+  return (f"{cpu_model()}, {os.cpu_count()} cores", " ".join(f for f in CPU_FLAGS if has_cpu_flag(f)))
 
 
 def write_result(directory, out):

@@ -73,9 +73,7 @@ def fma_peak():
 
 
 def machine():
-  with open("/proc/cpuinfo", encoding="utf-8") as f:
-    model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "flags": timing.machine()[1],
+  return {"cpu": timing.cpu_model(), "cores": len(os.sched_getaffinity(0)), "flags": timing.machine()[1],
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
