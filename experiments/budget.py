@@ -213,18 +213,21 @@ def summary(dataset):
            "Written by `python experiments/budget.py --summary=" + dataset + "` from the result files beside it;",
            "each row is one evaluation point (linear probe / kNN on the held-out carve of the train split).", "",
            "Probe: " + PROBE + " unless the row says `200 steps` (the earlier fixed count, which underfits).", "",
-           "| result | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN | command |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "Machine: the CPU model and flags the result file recorded ('x86_64' in files written before the model",
+           "name was recorded); minutes are only comparable on the same machine type.", "",
+           "| result | machine | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN | command |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in results:
     for p in r["points"]:
-      lines.append(f"| {r['name']} | {r['method']} | {p['step']} | {p['epochs']} | {p['train_minutes']} | "
+      lines.append(f"| {r['name']} | {r['machine']} ({r['cpu_flags']}) | {r['method']} | {p['step']} | {p['epochs']} | "
+                   f"{p['train_minutes']} | "
                    f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p.get('probe_train_examples', '')} | "
                    f"{p['linear']:.4f}{'' if p.get('probe') else ' (200 steps)'} | "
                    f"{p['knn']:.4f} | `{r['command']}` |")
     for base in ("raw_pixels", "random_init"):
       row = r["baselines"][base]
-      lines.append(f"| {r['name']} | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
+      lines.append(f"| {r['name']} | | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
                    f"{row['linear']:.4f}{'' if row.get('probe') or row.get('copied_from') else ' (200 steps)'} | "
                    f"{r['baselines'][base]['knn']:.4f} | |")
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
