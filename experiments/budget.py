@@ -215,7 +215,8 @@ def summary(dataset):
            "Probe: " + PROBE + " unless the row says `200 steps` (the earlier fixed count, which underfits).", "",
            "Machine: the CPU model and flags the result file recorded ('x86_64' in files written before the model",
            "name was recorded); minutes are only comparable on the same machine type.", "",
-           "| result | machine | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN | command |",
+           "| result | machine | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN "
+           "| command |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in results:
