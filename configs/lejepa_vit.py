@@ -143,7 +143,7 @@ def _cifar10_resnet18(c):
 
 def _cifar10_cpu(c):
   """CIFAR-10 in a 21.6-minute budget on 2 CPU cores (issue #17): cifar10_resnet18's data and views on a narrow
-  ResNet-18, a smaller projector and fewer slices, and a short schedule."""
+  ResNet-18, a smaller projector and a short schedule."""
   _cifar10_resnet18(c)
   c.data.num_threads = 2
   # 1024 SIGReg slices (cifar10_resnet18's count): +2.0 linear points over 256 at the same 5,072 steps on a

@@ -221,16 +221,16 @@ def summary(dataset):
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in results:
     for p in r["points"]:
-      lines.append(f"| {r['name']} | {r['machine']} ({r['cpu_flags']}) | {r['method']} | {p['step']} | {p['epochs']} | "
-                   f"{p['train_minutes']} | "
-                   f"{p['img_per_s']} | {p['load_before']}-{p['load_after']} | {p.get('probe_train_examples', '')} | "
+      lines.append(f"| {r['name']} | {r['machine']} ({r['cpu_flags']}) | {r['method']} | {p['step']} | "
+                   f"{p['epochs']} | {p['train_minutes']} | {p['img_per_s']} | {p['load_before']}-{p['load_after']} | "
+                   f"{p.get('probe_train_examples', '')} | "
                    f"{p['linear']:.4f}{'' if p.get('probe') else ' (200 steps)'} | "
                    f"{p['knn']:.4f} | `{r['command']}` |")
     for base in ("raw_pixels", "random_init"):
       row = r["baselines"][base]
       lines.append(f"| {r['name']} | | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
                    f"{row['linear']:.4f}{'' if row.get('probe') or row.get('copied_from') else ' (200 steps)'} | "
-                   f"{r['baselines'][base]['knn']:.4f} | |")
+                   f"{row['knn']:.4f} | |")
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
             [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
   raw = results[0]["baselines"]["raw_pixels"]["linear"]

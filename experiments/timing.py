@@ -1,5 +1,6 @@
 """Shared by the experiment harnesses: a config's seconds per train step, the machine's CPU description, and
 writing a result file."""
+import functools
 import json
 import os
 import platform
@@ -30,24 +31,26 @@ def step_seconds(config, workdir, calibration_steps):
   return float(np.median(times))
 
 
-def has_cpu_flag(flag):
+@functools.cache
+def _cpuinfo():
+  """/proc/cpuinfo's text ('' where there is none), read once per process."""
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return f" {flag} " in f.read()
+      return f.read()
   except OSError:
-    return False
+    return ""
+
+
+def has_cpu_flag(flag):
+  return f" {flag} " in _cpuinfo()
 
 
 def cpu_model():
   """The CPU's model name from /proc/cpuinfo (e.g. 'AMD EPYC', 'Intel(R) Xeon(R) Processor'), else the
   architecture: step times swing ~2-4x between the machine types a budget may land on, so results name it."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
+  for line in _cpuinfo().splitlines():
+    if line.startswith("model name"):
+      return line.split(":", 1)[1].strip()
   return platform.processor() or platform.machine()
 
 
