@@ -34,6 +34,8 @@ flags.DEFINE_integer("num_iterations", 10, "Iterations per plan.")
 flags.DEFINE_integer("num_elites", 10, "Elites per iteration.")
 flags.DEFINE_integer("replan_every", 4, "Actions executed per plan.")
 flags.DEFINE_enum("cost", "sum", ["sum", "last"], "Energy over the horizon: its sum, or the last step only.")
+flags.DEFINE_enum("episodes_from", "random", ["random", "reference"], "Episodes: jepa.plan's random ones (seed 0), "
+                  "or EB-JEPA's own evaluation episodes replayed (two_rooms.reference_episodes).")
 FLAGS = flags.FLAGS
 SCALE = 1e-3  # Position and layout ride along in the latent, too small to move the energy.
 ENV = two_rooms.EnvConfig()
@@ -75,7 +77,10 @@ def main(argv):
                  cost=FLAGS.cost)
   plan_cfg = world_model.planner_config(section)
   env_keys, plan_keys = world_model.episode_keys(section.seed, FLAGS.episodes)
-  states = jax.vmap(lambda k: two_rooms.sample_episode(k, ENV))(env_keys)
+  if FLAGS.episodes_from == "reference":
+    states = two_rooms.reference_episodes(FLAGS.episodes, ENV)
+  else:
+    states = jax.vmap(lambda k: two_rooms.sample_episode(k, ENV))(env_keys)
   for latent in FLAGS.latents:
     encode, rollout = exact_model(latent)
 
@@ -90,7 +95,7 @@ def main(argv):
     p = float(result.success.mean())
     print(f"latent={latent} {FLAGS.planner} H={FLAGS.horizon} samples={FLAGS.num_samples} "
           f"iterations={FLAGS.num_iterations} elites={FLAGS.num_elites} replan_every={FLAGS.replan_every} "
-          f"cost={FLAGS.cost}: success={p:.3f} "
+          f"cost={FLAGS.cost} episodes_from={FLAGS.episodes_from}: success={p:.3f} "
           f"(± {(p * (1 - p) / n) ** 0.5:.3f}, {n} episodes) "
           f"final_distance={float(result.distances[:, -1].mean()):.1f} px "
           f"({time.perf_counter() - t0:.0f} s with compilation)", flush=True)

@@ -204,3 +204,25 @@ def test_jit_and_vmap_match_unbatched():
   assert np.unravel_index(np.asarray(goal_obs[..., 0]).argmax(), (65, 65)) == tuple(
       np.round(np.asarray(states.goal[0]))[::-1].astype(int))
   assert int(batched.t[0]) == 1
+
+
+def test_reference_episodes_replay_the_reference_stream():
+  """The first three of EB-JEPA's evaluation episodes, as its own env.py produced them (DotWall with its default
+  np.random.default_rng(0), one reset discarded; read off the reference run, rounded to 0.1 px)."""
+  eps = tr.reference_episodes(20)
+  assert eps.position.shape == (20, 2) and eps.t.shape == (20,)
+  expected = [(35, 51, (21.6, 34.2), (52.3, 54.1)), (36, 44, (28.7, 43.7), (40.2, 15.5)),
+              (20, 13, (33.7, 28.1), (11.9, 8.0))]
+  for i, (wall, door, start, goal) in enumerate(expected):
+    assert (float(eps.layout.wall_x[i]), float(eps.layout.door_y[i])) == (wall, door)
+    np.testing.assert_allclose(np.asarray(eps.position[i]), start, atol=0.05)
+    np.testing.assert_allclose(np.asarray(eps.goal[i]), goal, atol=0.05)
+  # Every episode is a valid evaluation episode: start and goal on opposite sides of the wall, inside the rooms.
+  side = lambda x: np.sign(np.asarray(x) - np.asarray(eps.layout.wall_x))  # noqa: E731
+  assert np.all(side(eps.position[:, 0]) == -side(eps.goal[:, 0]))
+  cfg = tr.EnvConfig()
+  assert np.all((np.asarray(eps.position) > cfg.border_lo) & (np.asarray(eps.position) < cfg.border_hi))
+  # A prefix of the stream: episode i does not depend on how many are asked for.
+  np.testing.assert_array_equal(np.asarray(tr.reference_episodes(5).goal), np.asarray(eps.goal[:5]))
+  with pytest.raises(tr.ConfigError, match="random-wall"):
+    tr.reference_episodes(2, tr.EnvConfig(fixed_wall=True))

@@ -251,6 +251,8 @@ def test_config_checks_name_the_key():
            ({"world_model.rollout_steps": 4}, "world_model.rollout_steps=4 needs 5 frames"),
            ({"planner.num_elites": 9}, "planner.num_elites=9 exceeds num_samples=8"),
            ({"planner.horizon": 0}, "planner.horizon=0"), ({"planner.action_bound": 0.0}, "planner.action_bound"),
+           ({"planner.episodes_from": "ebjepa"}, "planner.episodes_from='ebjepa' is unknown"),
+           ({"planner.episodes_from": "reference", "planner.level": "easy"}, "--config.planner.level=normal"),
            ({"data.source": "digits"}, "data.source='digits' is an image dataset"),
            ({"eval.evaluators": "knn"}, "need labels")]
   for overrides, message in cases:
@@ -303,6 +305,19 @@ def test_fit_trains_and_the_planning_evaluator_returns_a_fraction(trained):
   again = run.method.extra_evaluations(state, run.state_def.models, run.mesh)
   assert again["plan_success"] == success and again["plan_final_distance"] == pytest.approx(
       results["plan_final_distance"]["trained"], abs=1e-4)
+
+
+def test_planning_on_the_reference_episodes_plays_those_episodes(trained):
+  """planner.episodes_from='reference' plans EB-JEPA's own evaluation episodes: the starts, goals and walls of
+  two_rooms.reference_episodes, not the seed's random ones."""
+  _, run, state, _, _ = trained
+  p = run.config.planner.copy_and_resolve_references()
+  p.episodes_from = "reference"
+  out = wm.run_planning(run.state_def.models(state)[0], p, episodes=3)
+  ref = two_rooms.reference_episodes(3)
+  np.testing.assert_allclose(out["positions"][:, 0], np.asarray(ref.position), atol=1e-6)
+  np.testing.assert_allclose(out["goals"], np.asarray(ref.goal), atol=1e-6)
+  np.testing.assert_array_equal(out["wall_x"], np.asarray(ref.layout.wall_x))
 
 
 def test_fit_draws_the_planned_episodes_and_reports_them(trained):

@@ -89,7 +89,8 @@ def config_sections():
       "planner": ml_collections.ConfigDict(dict(
           kind="mppi", horizon=90, num_samples=200, num_iterations=20, num_elites=20, init_std=0.0,
           temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample",
-          episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False)),
+          episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False,
+          episodes_from="random")),
   }
 
 
@@ -232,7 +233,10 @@ def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None, dis
   if episodes < 1:
     raise base.ConfigError(f"planner.episodes={episodes} must be >= 1 to plan (0 turns the evaluator off)")
   env_keys, plan_keys = episode_keys(seed, episodes)
-  states = jax.vmap(lambda k: two_rooms.sample_episode(k, env_cfg))(env_keys)
+  if planner_cfg.episodes_from == "reference":  # EB-JEPA's own evaluation episodes (two_rooms.reference_episodes).
+    states = two_rooms.reference_episodes(episodes, env_cfg)
+  else:
+    states = jax.vmap(lambda k: two_rooms.sample_episode(k, env_cfg))(env_keys)
   graphdef, params = nnx.split(model)
   static = dict(graphdef=graphdef, plan_cfg=plan_cfg, env_cfg=env_cfg, max_steps=int(planner_cfg.max_steps),
                 replan_every=int(planner_cfg.replan_every), warm_start=bool(planner_cfg.warm_start))
@@ -298,6 +302,12 @@ def check_planner(config):
                            "task) or 'easy' (start and goal near the door)")
   if p.seed < 0:
     raise base.ConfigError(f"planner.seed={p.seed} must be >= 0")
+  if p.episodes_from not in ("random", "reference"):
+    raise base.ConfigError(f"planner.episodes_from={p.episodes_from!r} is unknown; use 'random' (fresh episodes "
+                           "drawn from planner.seed) or 'reference' (EB-JEPA's own 20 evaluation episodes, replayed)")
+  if p.episodes_from == "reference" and p.level != "normal":
+    raise base.ConfigError(f"planner.episodes_from='reference' replays level 'normal' episodes, but planner.level="
+                           f"{p.level!r}: set --config.planner.level=normal")
 
 
 # --- episode pictures (pictures/episodes.png at every evaluation, the jepa.plan picture) -----------------------
