@@ -13,7 +13,9 @@ with the position and layout appended at scale 1e-3, so they steer the rollout b
 environment's (within 4.5 px of the goal after 200 steps) on the held-out episodes of jepa.plan (seed 0).
 Neither latent knows where the door is, so the failures show what the energy, not the model, leaves undone.
 """
+import dataclasses
 import functools
+import math
 import time
 
 from absl import app
@@ -36,6 +38,8 @@ flags.DEFINE_integer("replan_every", 4, "Actions executed per plan.")
 flags.DEFINE_enum("cost", "sum", ["sum", "last"], "Energy over the horizon: its sum, or the last step only.")
 flags.DEFINE_enum("episodes_from", "random", ["random", "reference"], "Episodes: jepa.plan's random ones (seed 0), "
                   "or EB-JEPA's own evaluation episodes replayed (two_rooms.reference_episodes).")
+flags.DEFINE_bool("unclipped", False, "Actions unclipped in the planner and the environment, as EB-JEPA's MPPI "
+                  "and env.py run them (its max_norms reach only its CEM).")
 FLAGS = flags.FLAGS
 SCALE = 1e-3  # Position and layout ride along in the latent, too small to move the energy.
 ENV = two_rooms.EnvConfig()
@@ -50,8 +54,8 @@ def features(position, latent):
   return jnp.exp(-jnp.sum((CENTRES - position) ** 2, axis=-1) / (2 * sigma ** 2))
 
 
-def exact_model(latent):
-  """(encode_fn(state), rollout_fn(z0, actions)) of the exact model in `latent`."""
+def exact_model(latent, env=ENV):
+  """(encode_fn(state), rollout_fn(z0, actions)) of the exact model in `latent` with the dynamics of `env`."""
   def encode(state):
     return jnp.concatenate([features(state.position, latent), state.position * SCALE,
                             jnp.stack([state.layout.wall_x, state.layout.door_y]) * SCALE])
@@ -60,8 +64,8 @@ def exact_model(latent):
     layout = two_rooms.Layout(z0[-2] / SCALE, z0[-1] / SCALE)
 
     def step(p, a):
-      a = two_rooms.clip_norm(a, ENV.max_step_norm)
-      p = two_rooms._resolve_move(p, p + a, layout, jnp.zeros(2), ENV)  # pylint: disable=protected-access
+      a = two_rooms.clip_norm(a, env.max_step_norm)
+      p = two_rooms._resolve_move(p, p + a, layout, jnp.zeros(2), env)  # pylint: disable=protected-access
       return p, jnp.concatenate([features(p, latent), p * SCALE, z0[-2:]])
 
     return jax.lax.scan(step, z0[-4:-2] / SCALE, actions)[1]
@@ -75,18 +79,22 @@ def main(argv):
   section.update(kind=FLAGS.planner, horizon=FLAGS.horizon, num_samples=FLAGS.num_samples,
                  num_iterations=FLAGS.num_iterations, num_elites=FLAGS.num_elites, replan_every=FLAGS.replan_every,
                  cost=FLAGS.cost)
+  env = ENV
+  if FLAGS.unclipped:
+    section.action_bound = math.inf
+    env = dataclasses.replace(ENV, max_step_norm=math.inf)
   plan_cfg = world_model.planner_config(section)
   env_keys, plan_keys = world_model.episode_keys(section.seed, FLAGS.episodes)
   if FLAGS.episodes_from == "reference":
-    states = two_rooms.reference_episodes(FLAGS.episodes, ENV)
+    states = two_rooms.reference_episodes(FLAGS.episodes, env)
   else:
-    states = jax.vmap(lambda k: two_rooms.sample_episode(k, ENV))(env_keys)
+    states = jax.vmap(lambda k: two_rooms.sample_episode(k, env))(env_keys)
   for latent in FLAGS.latents:
-    encode, rollout = exact_model(latent)
+    encode, rollout = exact_model(latent, env)
 
     def one(key, state, encode=encode, rollout=rollout):
       return planning.run_episode(key, state, two_rooms.goal_state(state), encode, rollout,
-                                  functools.partial(two_rooms.step, cfg=ENV), plan_cfg, ENV.max_episode_steps,
+                                  functools.partial(two_rooms.step, cfg=env), plan_cfg, env.max_episode_steps,
                                   replan_every=FLAGS.replan_every)
 
     t0 = time.perf_counter()
@@ -95,7 +103,7 @@ def main(argv):
     p = float(result.success.mean())
     print(f"latent={latent} {FLAGS.planner} H={FLAGS.horizon} samples={FLAGS.num_samples} "
           f"iterations={FLAGS.num_iterations} elites={FLAGS.num_elites} replan_every={FLAGS.replan_every} "
-          f"cost={FLAGS.cost} episodes_from={FLAGS.episodes_from}: success={p:.3f} "
+          f"cost={FLAGS.cost} episodes_from={FLAGS.episodes_from} unclipped={FLAGS.unclipped}: success={p:.3f} "
           f"(± {(p * (1 - p) / n) ** 0.5:.3f}, {n} episodes) "
           f"final_distance={float(result.distances[:, -1].mean()):.1f} px "
           f"({time.perf_counter() - t0:.0f} s with compilation)", flush=True)
