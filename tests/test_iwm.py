@@ -9,7 +9,7 @@ from jepa import train
 from jepa.data import iwm_views
 from jepa.evaluation import mrr
 from jepa.methods import get_method
-from tests.helpers import load_config, run_in_fresh_process
+from tests.helpers import load_config
 
 
 def _config(**iwm):
@@ -129,26 +129,3 @@ def test_compiles_once(tmp_path):
   _, out = train.fit(run)
   assert out["step"] == 5 and out["skipped_steps"] == 0
   assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
-
-
-STEP_ON_DEVICES = r"""
-import json, jax, numpy as np
-from jepa import train
-from tests.helpers import load_config
-c = load_config("iwm_vit", "tiny")
-c.eval.probe = False
-c.train.update(num_steps=2, checkpoint_every=0)
-c.mesh.update(data={data})
-state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
-leaves = jax.tree.leaves(jax.device_get(state["params"]))
-params = [np.asarray(x).ravel().tolist() for x in leaves]
-print(json.dumps({{"devices": jax.device_count(), "params": params}}))
-"""
-
-
-def test_one_vs_eight_devices(tmp_path):
-  single = run_in_fresh_process(STEP_ON_DEVICES.format(data=1, workdir=tmp_path / "one"), devices=1)
-  multi = run_in_fresh_process(STEP_ON_DEVICES.format(data=8, workdir=tmp_path / "eight"), devices=8)
-  assert multi["devices"] == 8
-  for a, b in zip(single["params"], multi["params"]):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)

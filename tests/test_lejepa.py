@@ -11,7 +11,7 @@ from jepa import train
 from jepa.data import sources
 from jepa.errors import ConfigError
 from jepa.methods import get_method
-from tests.helpers import load_config, run_in_fresh_process
+from tests.helpers import load_config
 
 
 def _config(**lejepa_overrides):
@@ -129,32 +129,3 @@ def test_tiny_training_compiles_once(tmp_path):
   last = logged[-1]
   for key in ("loss", "invariance", "sigreg", "rankme"):
     assert np.isfinite(last[key]), key
-
-
-STEP_ON_DEVICES = r"""
-import json, jax, numpy as np
-from jepa import train
-from tests.helpers import load_config
-c = load_config("lejepa_vit", "tiny")
-c.eval.probe = False
-c.train.update(num_steps=1)
-# Biases that feed a BatchNorm have an exactly-zero true gradient (BN removes any batch-constant shift), so
-# their computed gradient is rounding noise whose sign depends on the summation order; Adam's eps 1e-8 would
-# turn that noise into updates of +-lr. A larger eps leaves real gradients' updates alone and those at ~0.
-c.optim.eps = 1e-3
-c.mesh.update(data={data}, fsdp=1)
-state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
-state = jax.device_get(state)
-leaves = jax.tree.leaves(state["params"]) + jax.tree.leaves(state["model_state"])
-flat = [np.asarray(x).ravel().tolist() for x in leaves]
-print(json.dumps({{"devices": jax.device_count(), "leaves": flat}}))
-"""
-
-
-def test_one_vs_eight_devices(tmp_path):
-  single = run_in_fresh_process(STEP_ON_DEVICES.format(data=1, workdir=tmp_path / "one"), devices=1)
-  multi = run_in_fresh_process(STEP_ON_DEVICES.format(data=8, workdir=tmp_path / "eight"), devices=8)
-  assert multi["devices"] == 8
-  assert len(single["leaves"]) == len(multi["leaves"])
-  for a, b in zip(single["leaves"], multi["leaves"]):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)

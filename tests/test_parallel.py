@@ -1,9 +1,10 @@
 """Meshes and sharding rules on 8 simulated CPU devices, for every method in jepa/methods/.
 
 One fresh process per mesh shape trains every method's tiny config for 3 steps; each must match a 1-device run
-(loss at every step and parameters, fp32, to 1e-5), follow the FSDP rule (with a small `fsdp_min_size`, so
-that the tiny kernels are sharded), keep the EMA target and the optimizer moments on the parameters'
-shardings, shard the batch over both mesh axes and compile the step once.
+(loss at every step, parameters, EMA target and BatchNorm statistics, fp32, to 1e-5), follow the FSDP rule
+(with a small `fsdp_min_size`, so that the tiny kernels are sharded), keep the EMA target and the optimizer
+moments on the parameters' shardings, shard the batch over both mesh axes and compile the step once. (The
+methods' own test files keep no 1-vs-8-device runs of their own: this one covers them all.)
 """
 import glob
 import json
@@ -78,10 +79,12 @@ for method, name in json.loads(CASES):
     for _ in range(STEPS):
       state, metrics = t.train_step(state, parallel.global_batch(next(it), batch_sharding))
       losses.append(float(metrics["loss"]))
-    params = jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]
+    # Everything a step updates: the parameters, the EMA target, and BatchNorm's running statistics.
+    trained = {part: state[part] for part in ("params", "ema", "model_state") if part in state}
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(trained))[0]
     out[method] = {
         "devices": jax.device_count(), "losses": losses, "compiles": t.train_step._cache_size(),
-        "params": {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist() for k, v in params},
+        "trained": {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist() for k, v in leaves},
         "specs": {part: specs(state[part]) for part in ("params", "ema", "opt_state")},
         "ema_target": t.method.ema_target, "batch_spec": str(batch_sharding.spec)}
   except Exception:  # Reported per method, so one broken method does not hide the others' results.
@@ -124,9 +127,9 @@ def test_mesh_matches_one_device(train_on, method, mesh):
   single, multi = _result(train_on, method, 1, 1), _result(train_on, method, *mesh)
   assert multi["devices"] == 8
   np.testing.assert_allclose(multi["losses"], single["losses"], atol=1e-5, rtol=0)
-  assert multi["params"].keys() == single["params"].keys()
-  for path, value in single["params"].items():
-    np.testing.assert_allclose(multi["params"][path], value, atol=1e-5, rtol=0, err_msg=path)
+  assert multi["trained"].keys() == single["trained"].keys()
+  for path, value in single["trained"].items():
+    np.testing.assert_allclose(multi["trained"][path], value, atol=1e-5, rtol=0, err_msg=path)
   assert multi["compiles"] == 1, "the step recompiled after its first call"
 
 

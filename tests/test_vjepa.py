@@ -21,7 +21,7 @@ from jepa.evaluation import attentive_probe
 from jepa.methods import get_method
 from jepa.methods import vjepa
 from jepa.models import vit as vit_lib
-from tests.helpers import load_config, run_in_fresh_process
+from tests.helpers import load_config
 
 
 def _config(**train_overrides):
@@ -192,26 +192,3 @@ def test_compiles_once_and_probes(tmp_path):
   assert run.train_step._cache_size() == 1  # pylint: disable=protected-access
   assert set(results["attentive_probe"]) == {"trained", "random_init"}
   assert all(0.0 <= v <= 1.0 for v in results["attentive_probe"].values())
-
-
-STEP_ON_DEVICES = r"""
-import json, jax, numpy as np
-from jepa import train
-from tests.helpers import load_config
-c = load_config("vjepa_vit", "tiny")
-c.eval.probe = False
-c.train.update(num_steps=2, checkpoint_every=0)
-c.mesh.update(data={data}, fsdp={fsdp}, fsdp_min_size=64)
-state, _ = train.fit(train.setup(c, "{workdir}", verbose=False))
-leaves = jax.tree.leaves(jax.device_get((state["params"], state["ema"])))
-params = [np.asarray(x).ravel().tolist() for x in leaves]
-print(json.dumps({{"devices": jax.device_count(), "params": params}}))
-"""
-
-
-def test_one_vs_eight_devices(tmp_path):
-  single = run_in_fresh_process(STEP_ON_DEVICES.format(data=1, fsdp=1, workdir=tmp_path / "one"), devices=1)
-  multi = run_in_fresh_process(STEP_ON_DEVICES.format(data=8, fsdp=1, workdir=tmp_path / "eight"), devices=8)
-  assert multi["devices"] == 8 and len(single["params"]) == len(multi["params"])
-  for a, b in zip(single["params"], multi["params"]):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
