@@ -27,7 +27,8 @@ planner: the planning evaluator (run after training and at eval.every) and jepa.
   max_steps       environment steps per episode (EB-JEPA: 200); replan_every: actions executed per plan
   level           'normal' (start and goal anywhere in opposite rooms, EB-JEPA's task) | 'easy' (near the door)
   episodes_from   'random' (fresh episodes from seed) | 'reference' (EB-JEPA's own 20 evaluation episodes,
-                  replayed from its default_rng(0) stream: easier than random ones; two_rooms.reference_episodes)
+                  replayed from its default_rng(0) stream; more than 20 continue that stream; seed is then
+                  unused for the episodes; two_rooms.reference_episodes)
 
 The data source (data.source='two_rooms', jepa/data/sources.py) is EB-JEPA's trajectory generator
 (jepa/data/trajectories.py): 100,000 fixed random 17-frame windows (seed 0, as the reference's epoch of

@@ -3,8 +3,9 @@
 One fresh process per mesh shape trains every method's tiny config for 3 steps; each must match a 1-device run
 (loss at every step, parameters, EMA target and BatchNorm statistics, fp32, to 1e-5), follow the FSDP rule
 (with a small `fsdp_min_size`, so that the tiny kernels are sharded), keep the EMA target and the optimizer
-moments on the parameters' shardings, shard the batch over both mesh axes and compile the step once. (The
-methods' own test files keep no 1-vs-8-device runs of their own: this one covers them all.)
+moments on the parameters' shardings, shard the batch over both mesh axes and compile the step once. Each
+process runs the training loop itself (`train.train`: iterator, step, hooks and the final checkpoint of the
+sharded state), so the methods' own test files keep no 1-vs-8-device runs of their own.
 """
 import glob
 import json
@@ -51,7 +52,6 @@ TRAIN = r"""
 import json, os, traceback
 import jax, numpy as np
 from jepa import parallel, train
-from jepa.data import pipeline
 from tests.helpers import load_config
 
 def specs(tree):
@@ -70,15 +70,14 @@ for method, name in json.loads(CASES):
     # their parameters by a sizeable fraction of lr; both sides use the same optimizer.
     c.optim.eps = 1e-4
     c.mesh.update(data=DATA, fsdp=FSDP, fsdp_min_size=MIN_SIZE)
+    c.train.update(num_steps=STEPS, log_every=1, checkpoint_every=0)
+    c.eval.every = 0
     t = train.setup(c, os.path.join(WORKDIR, method), verbose=False)
+    # The loop itself (data iterator, step, hooks, the final checkpoint of the sharded state), not a copy of it.
+    state, _, _ = train.train(t)
+    rows = [json.loads(line) for line in open(os.path.join(WORKDIR, method, "metrics.jsonl"))]
+    losses = [row["loss"] for row in rows if "loss" in row]
     batch_sharding = parallel.batch_sharding(t.mesh)
-    it = pipeline.make_train_iterator(t.train_source, t.method.example_fn(train=True),
-                                      batch_size=t.config.train.batch_size // jax.process_count(), seed=c.seed,
-                                      num_threads=1, prefetch=1)
-    state, losses = t.state_def.init(c.seed), []
-    for _ in range(STEPS):
-      state, metrics = t.train_step(state, parallel.global_batch(next(it), batch_sharding))
-      losses.append(float(metrics["loss"]))
     # Everything a step updates: the parameters, the EMA target, and BatchNorm's running statistics.
     trained = {part: state[part] for part in ("params", "ema", "model_state") if part in state}
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(trained))[0]
@@ -125,7 +124,7 @@ def _result(train_on, method, data, fsdp):
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_mesh_matches_one_device(train_on, method, mesh):
   single, multi = _result(train_on, method, 1, 1), _result(train_on, method, *mesh)
-  assert multi["devices"] == 8
+  assert multi["devices"] == 8 and len(single["losses"]) == STEPS
   np.testing.assert_allclose(multi["losses"], single["losses"], atol=1e-5, rtol=0)
   assert multi["trained"].keys() == single["trained"].keys()
   for path, value in single["trained"].items():
