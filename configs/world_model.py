@@ -16,7 +16,8 @@ world_model: the model and its loss
   frames          frames of each 17-frame window the loss sees (17; >= rollout_steps + 1)
   regularizer     'vc' (variance hinge + covariance, EB-JEPA's) | 'sigreg' (SIGReg in their place)
   std_weight 16, cov_weight 8, temporal_weight 12, idm_weight 1 (VC_IDM_Sim_Regularizer, train.yaml); at the CPU
-                  default's budget cov_weight=0 plans better (44 against 28% at 1,500 steps, README "World models and planning")
+                  default's budget cov_weight=0 plans better (44 against 28% at 1,500 steps; README, "World models
+                  and planning")
   sigreg_weight, sigreg_slices   SIGReg's weight and random directions (regularizer='sigreg' only)
 
 planner: the planning evaluator (run after training and at eval.every) and jepa.plan
