@@ -84,11 +84,7 @@ def main(argv):
     section.action_bound = math.inf
     env = dataclasses.replace(ENV, max_step_norm=math.inf)
   plan_cfg = world_model.planner_config(section)
-  env_keys, plan_keys = world_model.episode_keys(section.seed, FLAGS.episodes)
-  if FLAGS.episodes_from == "reference":
-    states = two_rooms.reference_episodes(FLAGS.episodes, env)
-  else:
-    states = jax.vmap(lambda k: two_rooms.sample_episode(k, env))(env_keys)
+  states, plan_keys = world_model.evaluation_episodes(FLAGS.episodes_from, section.seed, FLAGS.episodes, env)
   for latent in FLAGS.latents:
     encode, rollout = exact_model(latent, env)
 

@@ -210,14 +210,11 @@ def reference_episodes(num_episodes: int = EVAL_NUM_EPISODES, cfg: EnvConfig = E
   doors = range(cfg.door_padding, cfg.img_size - cfg.door_padding)
   codes = [(w, d) for w in walls for d in doors for _ in ("v", "h")]
   rng = np.random.default_rng(0)
-  pad = 2 * cfg.dot_std
-  border_pad = cfg.border_lo + pad
   rows = []
   for _ in range(num_episodes + 1):  # The first reset is discarded (planning.py main_eval).
     wall_x, door_y = codes[int(rng.choice(len(codes)))]
-    l_lo, l_hi = border_pad, wall_x - cfg.half_wall - pad
-    r_lo, r_hi = wall_x + cfg.half_wall + pad, cfg.img_size - 1 - border_pad
-    y_lo, y_hi = border_pad, cfg.img_size - 1 - border_pad
+    (l_lo, l_hi), (r_lo, r_hi), (y_lo, y_hi) = (
+        (float(lo), float(hi)) for lo, hi in _start_goal_ranges(Layout(wall_x, door_y), cfg))
     start_x = l_lo + rng.random() * (l_hi - l_lo)
     goal_x = r_lo + rng.random() * (r_hi - r_lo)
     start_y = y_lo + rng.random() * (y_hi - y_lo)

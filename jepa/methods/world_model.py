@@ -190,6 +190,16 @@ def episode_keys(seed, num_episodes):
   return env, plan
 
 
+def evaluation_episodes(episodes_from, seed, num_episodes, env_cfg):
+  """(start states [N], planner keys [N]): fresh episodes drawn from `seed` ('random'), or EB-JEPA's own
+  evaluation episodes replayed ('reference', two_rooms.reference_episodes); the planner keys come from `seed`
+  either way."""
+  env_keys, plan_keys = episode_keys(seed, num_episodes)
+  if episodes_from == "reference":
+    return two_rooms.reference_episodes(num_episodes, env_cfg), plan_keys
+  return jax.vmap(lambda k: two_rooms.sample_episode(k, env_cfg))(env_keys), plan_keys
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "plan_cfg", "env_cfg", "max_steps", "replan_every",
                                              "warm_start"))
 def _run_episodes(params, env_states, plan_keys, *, graphdef, plan_cfg, env_cfg, max_steps, replan_every,
@@ -232,11 +242,7 @@ def run_planning(model, planner_cfg, *, episodes=None, kind=None, seed=None, dis
   seed = planner_cfg.seed if seed is None else int(seed)
   if episodes < 1:
     raise base.ConfigError(f"planner.episodes={episodes} must be >= 1 to plan (0 turns the evaluator off)")
-  env_keys, plan_keys = episode_keys(seed, episodes)
-  if planner_cfg.episodes_from == "reference":  # EB-JEPA's own evaluation episodes (two_rooms.reference_episodes).
-    states = two_rooms.reference_episodes(episodes, env_cfg)
-  else:
-    states = jax.vmap(lambda k: two_rooms.sample_episode(k, env_cfg))(env_keys)
+  states, plan_keys = evaluation_episodes(planner_cfg.episodes_from, seed, episodes, env_cfg)
   graphdef, params = nnx.split(model)
   static = dict(graphdef=graphdef, plan_cfg=plan_cfg, env_cfg=env_cfg, max_steps=int(planner_cfg.max_steps),
                 replan_every=int(planner_cfg.replan_every), warm_start=bool(planner_cfg.warm_start))
