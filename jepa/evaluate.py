@@ -39,7 +39,7 @@ MODEL_KEYS = ("method", "model.", "lejepa.backbone", "lejepa.resnet_width",
               "iwm.conditioning", "ac.width", "ac.depth", "ac.heads", "ac.mlp_ratio", "ac.state", "ac.normalize",
               "ac.rope_layout")
 # ... except those that change how the model runs, not what it computes at evaluation.
-FREE_MODEL_KEYS = ("model.remat", "model.encoder.drop_path")
+FREE_MODEL_KEYS = ("model.remat", "model.encoder.drop_path", "model.conv", "model.backward_cut")
 MISMATCH_FIX = ("do not override model keys of a trained run (evaluate uses the run's config.json: drop the "
                 "--config.model.* overrides)")
 

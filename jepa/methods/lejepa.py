@@ -101,6 +101,7 @@ class LeJEPA(base.Method):
     else:
       backbone = resnet_lib.resnet(cfg.backbone, width=cfg.resnet_width,
                                    stage_widths=tuple(cfg.resnet_stage_widths), cifar_stem=cfg.cifar_stem,
+                                   conv=self.config.model.conv,
                                    dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
       dim = backbone.embed_dim
     projector = heads.Projector(in_dim=dim, hidden_dim=cfg.proj_hidden, out_dim=cfg.proj_dim,

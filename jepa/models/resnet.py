@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jepa.errors import ConfigError
+from jepa.models import conv as conv_lib
 
 # PyTorch BatchNorm defaults expressed in Flax terms: torch's momentum 0.1 weights the *new* batch statistic,
 # Flax's momentum weights the *old* running value, so torch 0.1 == Flax 0.9.
@@ -42,15 +43,32 @@ _CONFIGS = {
 }
 
 
-def _conv(cin: int, cout: int, k: int, stride: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
-  """Bias-free conv with PyTorch's symmetric padding k//2.
+class Conv(nnx.Conv):
+  """Bias-free k x k conv with PyTorch's symmetric padding k//2, run as XLA's convolution or as im2col.
 
   Explicit padding rather than "SAME": for stride 2 on even inputs "SAME" pads (0, 1) while PyTorch pads
-  (1, 1), which shifts the sampling grid and would break weight-converted parity.
+  (1, 1), which shifts the sampling grid and would break weight-converted parity. `impl` is model.conv
+  (jepa/models/conv.py); the parameter is nnx.Conv's `kernel` [k, k, cin, cout] either way, so checkpoints do
+  not depend on it.
   """
-  pad = k // 2
-  return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                  use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
+
+  def __init__(self, cin: int, cout: int, k: int, stride: int, *, impl: str, dtype: Any, rngs: nnx.Rngs):
+    pad = k // 2
+    super().__init__(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                     use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
+    self.impl = conv_lib.check(impl)
+    self.stride, self.pad = stride, pad
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size[0]
+    out_pixels = ((x.shape[1] + 2 * self.pad - k) // self.stride + 1) * ((x.shape[2] + 2 * self.pad - k)
+                                                                         // self.stride + 1)
+    if not conv_lib.use_im2col(self.impl, self.stride, out_pixels):
+      return super().__call__(x)
+    kernel = self.kernel.value
+    if self.dtype is not None:
+      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    return conv_lib.im2col_conv(x, kernel, self.stride, self.pad)
 
 
 def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -63,8 +81,8 @@ def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) 
 class _Shortcut(nnx.Module):
   """1x1 strided conv + BN, used when a block changes resolution or width."""
 
-  def __init__(self, cin: int, cout: int, stride: int, *, dtype: Any, rngs: nnx.Rngs):
-    self.conv = _conv(cin, cout, 1, stride, dtype=dtype, rngs=rngs)
+  def __init__(self, cin: int, cout: int, stride: int, *, impl: str, dtype: Any, rngs: nnx.Rngs):
+    self.conv = Conv(cin, cout, 1, stride, impl=impl, dtype=dtype, rngs=rngs)
     self.bn = _bn(cout, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -76,15 +94,15 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, cin: int, width: int, stride: int, *, zero_init_residual: bool, dtype: Any,
+  def __init__(self, cin: int, width: int, stride: int, *, zero_init_residual: bool, impl: str, dtype: Any,
                rngs: nnx.Rngs):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 3, stride, dtype=dtype, rngs=rngs)
+    self.conv1 = Conv(cin, width, 3, stride, impl=impl, dtype=dtype, rngs=rngs)
     self.bn1 = _bn(width, dtype=dtype, rngs=rngs)
-    self.conv2 = _conv(width, cout, 3, 1, dtype=dtype, rngs=rngs)
+    self.conv2 = Conv(width, cout, 3, 1, impl=impl, dtype=dtype, rngs=rngs)
     # Zero gamma makes each block start as the identity (Goyal et al., 2017), which helps early training.
     self.bn2 = _bn(cout, zero_scale=zero_init_residual, dtype=dtype, rngs=rngs)
-    self.shortcut = (_Shortcut(cin, cout, stride, dtype=dtype, rngs=rngs)
+    self.shortcut = (_Shortcut(cin, cout, stride, impl=impl, dtype=dtype, rngs=rngs)
                      if stride != 1 or cin != cout else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -99,16 +117,16 @@ class BottleneckBlock(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, cin: int, width: int, stride: int, *, zero_init_residual: bool, dtype: Any,
+  def __init__(self, cin: int, width: int, stride: int, *, zero_init_residual: bool, impl: str, dtype: Any,
                rngs: nnx.Rngs):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 1, 1, dtype=dtype, rngs=rngs)
+    self.conv1 = Conv(cin, width, 1, 1, impl=impl, dtype=dtype, rngs=rngs)
     self.bn1 = _bn(width, dtype=dtype, rngs=rngs)
-    self.conv2 = _conv(width, width, 3, stride, dtype=dtype, rngs=rngs)
+    self.conv2 = Conv(width, width, 3, stride, impl=impl, dtype=dtype, rngs=rngs)
     self.bn2 = _bn(width, dtype=dtype, rngs=rngs)
-    self.conv3 = _conv(width, cout, 1, 1, dtype=dtype, rngs=rngs)
+    self.conv3 = Conv(width, cout, 1, 1, impl=impl, dtype=dtype, rngs=rngs)
     self.bn3 = _bn(cout, zero_scale=zero_init_residual, dtype=dtype, rngs=rngs)
-    self.shortcut = (_Shortcut(cin, cout, stride, dtype=dtype, rngs=rngs)
+    self.shortcut = (_Shortcut(cin, cout, stride, impl=impl, dtype=dtype, rngs=rngs)
                      if stride != 1 or cin != cout else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -135,7 +153,7 @@ class ResNet(nnx.Module):
 
   def __init__(self, *, stage_sizes: Sequence[int] = (2, 2, 2, 2), block: str = "basic", width: int = 64,
                stage_widths: Sequence[int] = (), cifar_stem: bool, in_channels: int = 3,
-               zero_init_residual: bool = True, dtype: Any = None, rngs: nnx.Rngs):
+               zero_init_residual: bool = True, conv: str = "auto", dtype: Any = None, rngs: nnx.Rngs):
     """Builds the network.
 
     Args:
@@ -148,6 +166,8 @@ class ResNet(nnx.Module):
         (7x7 conv stride 2, then 3x3 max-pool stride 2).
       in_channels: channels of the input images.
       zero_init_residual: zero-init the gamma of the last BatchNorm in each residual branch.
+      conv: how the convolutions run, model.conv: 'auto' (im2col where XLA's CPU convolutions are slow),
+        'xla' or 'im2col' (jepa/models/conv.py).
       dtype: compute dtype (parameters stay float32); None means float32.
       rngs: parameter initialisation RNGs.
     """
@@ -163,7 +183,7 @@ class ResNet(nnx.Module):
     self.dtype = dtype
 
     stem_k, stem_s = (3, 1) if cifar_stem else (7, 2)
-    self.stem_conv = _conv(in_channels, width, stem_k, stem_s, dtype=dtype, rngs=rngs)
+    self.stem_conv = Conv(in_channels, width, stem_k, stem_s, impl=conv, dtype=dtype, rngs=rngs)
     self.stem_bn = _bn(width, dtype=dtype, rngs=rngs)
 
     blocks = []
@@ -174,7 +194,7 @@ class ResNet(nnx.Module):
         # The first block of every stage but the first halves the resolution.
         stride = 2 if (i > 0 and j == 0) else 1
         blocks.append(block_cls(cin, stage_width, stride, zero_init_residual=zero_init_residual,
-                                dtype=dtype, rngs=rngs))
+                                impl=conv, dtype=dtype, rngs=rngs))
         cin = stage_width * block_cls.expansion
     self.blocks = nnx.List(blocks)
     self.embed_dim = cin
