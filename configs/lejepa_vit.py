@@ -44,20 +44,19 @@ Presets (the text after ':'):
                     Data: ../shared/data/cifar10/train.npz; validation is the 10% carve-out.
   cifar10_cpu       CIFAR-10 for a 2-core CPU budget (issue #17's 21.6 minutes): ResNet-18 (CIFAR stem), stem and
                     first stage at width 16 for step speed, stage widths 16/32/64/256 (lejepa.resnet_stage_widths:
-                    the last stage, at 3 x 3, is doubled for a 256-d embedding at 1.09x the step time); EB-JEPA's
-                    2 views (RRC 0.2-1, jitter p 0.8, grayscale 0.2, solarize 0.1, flip, no blur), trained at 24 px
-                    (lejepa.global_size) and probed at 32 px; projector 1024-1024 -> 128; 1024 slices; lam 0.05;
-                    AdamW lr 2e-3, wd 5e-4, 200 warmup steps, cosine; batch 64, 4,677 steps (6.65 epochs of the
-                    45,000-image carve: 21.6 minutes at the 0.277 s/step budget.py measured on a 2-core AMD EPYC,
-                    2026-12-02; budget.py --minutes sets the count for the machine at hand). Measured
-                    (experiments/results/budget/lejepa_cifar10_cpu_epyc.json): linear probe 0.603, kNN 0.571 on
-                    the 5,000-image carve (raw pixels 0.411, random init 0.361), 20.8 min of training. The same
-                    EPYC, 5,072 steps each: 256 slices 0.599 / 0.558, 1024 slices 0.619 / 0.577
-                    (lejepa_cpu_epyc_s256*.json). On the slower Xeon of the same day the budget held 2,810 steps
-                    (0.461 s/step, 256 slices): 0.558 / 0.510 (lejepa_cpu_g24_s256.json), and the standard widths
-                    16/32/64/128 0.544 / 0.514 (lejepa_cpu_g24_pair.json). With the views at 32 px
-                    (--config.lejepa.global_size=0) an earlier Xeon's budget held 2,851 steps: 0.538 / 0.503.
-                    docs/fidelity.md has every lever measured.
+                    the last stage is doubled for a 256-d embedding); EB-JEPA's 2 views (RRC 0.2-1, jitter p 0.8,
+                    grayscale 0.2, solarize 0.1, flip, no blur), trained at 16 px (lejepa.global_size) and probed
+                    at 32 px; projector 1024-1024 -> 128; 1024 slices; lam 0.05; AdamW lr 2e-3, wd 5e-4, 200
+                    warmup steps, cosine; batch 64, 6,964 steps (9.9 epochs of the 45,000-image carve: 21.6
+                    minutes at the 0.186 s/step budget.py measured on a 2-core Xeon with AVX-512/AMX,
+                    2026-12-03; budget.py --minutes sets the count for the machine at hand). The 16 px views pay
+                    because model.conv='auto' runs the 2 x 2 and strided convolutions as im2col (0.58 s/step with
+                    XLA's convolutions, jepa/models/conv.py). Measured
+                    (experiments/results/budget/lejepa_cpu_g16_im2col.json): linear probe 0.601, kNN 0.555 on the
+                    5,000-image carve (raw pixels 0.411, random init 0.361), 22.1 min of training. With the views
+                    at 24 px (the preset before; 0.362 s/step on that Xeon) a 2-core AMD EPYC's budget held 4,677
+                    steps: 0.603 / 0.571 (lejepa_cifar10_cpu_epyc.json), a 2.0 GHz Xeon's 2,143: 0.549 / 0.511
+                    (lejepa_cifar10_cpu_spr.json). docs/fidelity.md has every lever measured.
   imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
                     and the ImageNet stem (7x7 stride 2 + max-pool: the first stage runs at 16 x 16, as cheap per
                     image as cifar10_cpu's 32 x 32 at width 16), global views trained at 48 px (lejepa.global_size)
@@ -149,11 +148,12 @@ def _cifar10_cpu(c):
   # 1024 SIGReg slices (cifar10_resnet18's count): +2.0 linear points over 256 at the same 5,072 steps on a
   # 2-core EPYC (lejepa_cpu_epyc_s256_sl1024.json against lejepa_cpu_epyc_s256.json); SIGReg at 1024 slices is
   # ~4% of a CIFAR ResNet-18 step (experiments/results/sigreg_share.md).
+  # Views at 16 px: 1.9x the steps of 24 px in the same minutes with model.conv='auto' (docs/fidelity.md).
   c.lejepa.update(resnet_width=16, resnet_stage_widths=(16, 32, 64, 256), num_slices=1024, proj_hidden=1024,
-                  global_size=24)
-  # 21.6 minutes at 0.277 s/step (2-core AMD EPYC, 2026-12-02); experiments/budget.py --minutes measures it on the
-  # machine at hand.
-  c.train.update(batch_size=64, num_steps=4677, log_every=100, checkpoint_every=1000)
+                  global_size=16)
+  # 21.6 minutes at 0.186 s/step (2-core Xeon with AVX-512/AMX, 2026-12-03); experiments/budget.py --minutes
+  # measures it on the machine at hand.
+  c.train.update(batch_size=64, num_steps=6964, log_every=100, checkpoint_every=1000)
   _lejepa_optim(c, lr=2e-3, weight_decay=5e-4, warmup_steps=200)
   c.eval.update(max_train_examples=45_000, max_eval_examples=5_000)
 
