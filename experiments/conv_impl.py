@@ -1,15 +1,17 @@
 r"""XLA's CPU convolutions against im2col (jepa/models/conv.py), per layer and on whole LeJEPA steps.
 
   python experiments/conv_impl.py                          # both tables, writes experiments/results/conv_impl.md
-  python experiments/conv_impl.py --steps=none --batch=64
+  python experiments/conv_impl.py --sizes=none --preset=imagenette_cpu --steps=xla:48,auto:48 \
+      --out=experiments/results/conv_impl_imagenette.md
 
 Layers: forward + backward (gradients of x and of the kernel) of every distinct 3x3 convolution of the ResNet-18
 in `configs/lejepa_vit.py:cifar10_cpu` (CIFAR stem, stage widths 16/32/64/256), at the views' training sizes
 (`--sizes`), batch `--batch` (the step's 2 views x 64), float32, jitted; each timed `--repeats` times
 alternating the two implementations, median reported.
-Steps: the preset's whole train step (jepa.train.setup, experiments/timing.py) for each `model.conv` setting and
-view size in `--steps` (`conv:global_size`, comma separated), each in a fresh process one after the other, so
-compare ratios from one run (the cores may be shared; the load is printed).
+Steps: the whole train step of `--preset` (jepa.train.setup, experiments/timing.py) for each `model.conv` setting
+and view size in `--steps` (`conv:global_size`, comma separated), each in a fresh process one after the other, so
+compare ratios from one run (the cores may be shared; the load is printed). `--out` is rewritten: give another
+path for a second preset.
 """
 import argparse
 import os
@@ -79,7 +81,7 @@ import sys, tempfile
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {exp!r})
 import timing
 from tests.helpers import load_config
-c = load_config("lejepa_vit", "cifar10_cpu")
+c = load_config("lejepa_vit", {preset!r})
 c.model.conv = {impl!r}
 c.lejepa.global_size = {size}
 with tempfile.TemporaryDirectory() as d:
@@ -87,13 +89,13 @@ with tempfile.TemporaryDirectory() as d:
 """
 
 
-def step_table(settings, calibration_steps):
+def step_table(preset, settings, calibration_steps):
   rows = ["| model.conv | views trained at | s/step | img/s | load before |", "|---|---|---|---|---|"]
   for setting in settings:
     impl, size = setting.split(":")
     load = os.getloadavg()[0]
-    code = STEP_CODE.format(repo=REPO, exp=os.path.join(REPO, "experiments"), impl=impl, size=int(size),
-                            steps=calibration_steps)
+    code = STEP_CODE.format(repo=REPO, exp=os.path.join(REPO, "experiments"), preset=preset, impl=impl,
+                            size=int(size), steps=calibration_steps)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds = float(out.stdout.strip().splitlines()[-1])
     rows.append(f"| {impl} | {size} px | {seconds:.3f} | {128 / seconds:.0f} | {load:.1f} |")
@@ -108,21 +110,22 @@ def main():
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--steps", default="xla:24,auto:24,xla:16,auto:16,xla:20,auto:20",
                       help="conv:global_size settings of the step table ('none' skips it)")
+  parser.add_argument("--preset", default="cifar10_cpu", help="configs/lejepa_vit.py preset of the step table")
   parser.add_argument("--calibration_steps", type=int, default=10)
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "conv_impl.md"))
   args = parser.parse_args()
   cpu, flags = timing.machine()
   lines = ["# XLA's CPU convolutions against im2col (experiments/conv_impl.py)", "",
            f"{cpu} ({flags}); jax {jax.__version__}; `python experiments/conv_impl.py "
-           f"--sizes={args.sizes} --batch={args.batch} --steps={args.steps}`", ""]
+           f"--sizes={args.sizes} --batch={args.batch} --preset={args.preset} --steps={args.steps}`", ""]
   if args.sizes != "none":
     lines += ["Forward + backward of each 3x3 conv of `cifar10_cpu`'s ResNet-18, batch "
               f"{args.batch}, float32:", ""]
     lines += layer_table([int(s) for s in args.sizes.split(",")], args.batch, args.repeats) + [""]
   if args.steps != "none":
-    lines += ["The whole `cifar10_cpu` train step (batch 64 x 2 views), median of "
+    lines += [f"The whole `{args.preset}` train step (batch 64 x 2 views), median of "
               f"{args.calibration_steps} steps after compilation:", ""]
-    lines += step_table(args.steps.split(","), args.calibration_steps) + [""]
+    lines += step_table(args.preset, args.steps.split(","), args.calibration_steps) + [""]
   with open(args.out, "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
   print(f"wrote {args.out}")

@@ -4,15 +4,15 @@ XLA's CPU backend runs a convolution and its two gradients as convolutions; at s
 strided convolutions those kernels lose most of the machine. Gathering the k x k taps of every output pixel
 into the channel axis turns the convolution into one [B*Ho*Wo, k*k*Cin] x [k*k*Cin, Cout] matmul, whose
 gradients are a matmul and the transpose of the gather (pads and adds). Measured forward + backward on 2 cores
-(Intel Xeon with AVX-512/AMX, 2026-12-03, batch 128, float32; experiments/conv_impl.py):
+(Intel Xeon with AVX-512/AMX, 2026-12-03, batch 128, float32; experiments/results/conv_impl.md):
 
-| output map, channels, stride | XLA conv | im2col |
+| input map, channels, stride | XLA conv | im2col |
 |---|---|---|
-| 24 x 24, 16 -> 16, 1 | 23.0 ms | 40.2 ms |
-| 12 x 12, 16 -> 32, 2 | 15.1 ms | 7.6 ms |
-| 3 x 3, 64 -> 256, 2 | 6.3 ms | 6.0 ms |
-| 2 x 2, 64 -> 256, 2 | 25.5 ms | 2.5 ms |
-| 2 x 2, 256 -> 256, 1 | 135.3 ms | 8.9 ms |
+| 24 x 24, 16 -> 16, 1 | 21.8 ms | 41.7 ms |
+| 24 x 24, 16 -> 32, 2 | 14.4 ms | 7.4 ms |
+| 6 x 6, 64 -> 256, 2 | 6.5 ms | 5.7 ms |
+| 4 x 4, 64 -> 256, 2 | 25.4 ms | 2.6 ms |
+| 2 x 2, 256 -> 256, 1 | 137.4 ms | 8.9 ms |
 
 So `model.conv='auto'` uses im2col on the CPU backend for strided convolutions and for output maps of at most
 3 x 3 pixels, and XLA's convolution everywhere else (and on every other backend, where the vendor kernels
