@@ -67,7 +67,8 @@ Presets (the text after ':'):
                     of the issue's 25 by less than the carve's standard error (1.6 points). With XLA's
                     convolutions (0.73 s/step; the last stage runs at 2 x 2) an earlier Xeon's budget held 1,799
                     steps: 0.566 / 0.498 (lejepa_imagenette_cpu.json). A 512-wide last stage: 3,052 steps, 0.622 /
-                    0.560 (lejepa_imagenette_cpu_s512.json), not kept.
+                    0.560 (lejepa_imagenette_cpu_s512.json), and views at 40 px (0.256 s/step): 4,879 steps,
+                    0.627 / 0.578 (lejepa_imagenette_cpu_g40.json): neither kept.
   tiny              A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
                     them on where they check them).
 """
