@@ -48,14 +48,18 @@ def layer_shapes(size, widths=(16, 32, 64, 256)):
   return shapes
 
 
-def median_ms(fn, args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
+def median_ms(fns, args, repeats):
+  """{name: median milliseconds of fn(*args)}, compiled first, then timed in turn `repeats` rounds (side by
+  side, so a load change hits both)."""
+  for fn in fns.values():
     jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return 1000 * float(np.median(times))
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
 def layer_table(sizes, batch, repeats):
@@ -66,10 +70,9 @@ def layer_table(sizes, batch, repeats):
       rng = np.random.default_rng(0)
       x = jnp.asarray(rng.normal(size=(batch, hw, hw, cin)), jnp.float32)
       kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) / np.sqrt(9 * cin), jnp.float32)
-      ms = {}
-      for name, fn in (("xla", xla_conv), ("im2col", conv.im2col_conv)):
-        grad = jax.jit(jax.grad(lambda x, k, fn=fn: jnp.sum(fn(x, k, stride, 1) ** 2), argnums=(0, 1)))
-        ms[name] = median_ms(grad, (x, kernel), repeats)
+      grads = {name: jax.jit(jax.grad(lambda x, k, fn=fn: jnp.sum(fn(x, k, stride, 1) ** 2), argnums=(0, 1)))
+               for name, fn in (("xla", xla_conv), ("im2col", conv.im2col_conv))}
+      ms = median_ms(grads, (x, kernel), repeats)
       rows.append(f"| {size} | {hw} x {hw} | {cin} -> {cout} | {stride} | {ms['xla']:.1f} | {ms['im2col']:.1f} | "
                   f"{ms['xla'] / ms['im2col']:.2f}x |")
       print(rows[-1], flush=True)

@@ -38,6 +38,11 @@ def check(setting: str) -> str:
   return setting
 
 
+def output_side(size: int, k: int, stride: int, padding: int) -> int:
+  """Side of a convolution's output map: floor((size + 2 padding - k) / stride) + 1."""
+  return (size + 2 * padding - k) // stride + 1
+
+
 def use_im2col(setting: str, stride: int, out_pixels: int) -> bool:
   """Whether a convolution with this stride and output map size (Ho * Wo) runs as im2col under `setting`."""
   if check(setting) != "auto":
@@ -55,8 +60,7 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   b, h, w, _ = x.shape
   if padding:
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  ho = (h + 2 * padding - kh) // stride + 1
-  wo = (w + 2 * padding - kw) // stride + 1
+  ho, wo = output_side(h, kh, stride, padding), output_side(w, kw, stride, padding)
   taps = [x[:, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride, :]
           for u in range(kh) for v in range(kw)]
   patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)

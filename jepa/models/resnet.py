@@ -57,18 +57,16 @@ class Conv(nnx.Conv):
     super().__init__(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                      use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
     self.impl = conv_lib.check(impl)
-    self.stride, self.pad = stride, pad
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size[0]
-    out_pixels = ((x.shape[1] + 2 * self.pad - k) // self.stride + 1) * ((x.shape[2] + 2 * self.pad - k)
-                                                                         // self.stride + 1)
-    if not conv_lib.use_im2col(self.impl, self.stride, out_pixels):
+    k, stride, pad = self.kernel_size[0], self.strides[0], self.padding[0][0]
+    out_pixels = conv_lib.output_side(x.shape[1], k, stride, pad) * conv_lib.output_side(x.shape[2], k, stride, pad)
+    if not conv_lib.use_im2col(self.impl, stride, out_pixels):
       return super().__call__(x)
     kernel = self.kernel.value
     if self.dtype is not None:
       x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    return conv_lib.im2col_conv(x, kernel, self.stride, self.pad)
+    return conv_lib.im2col_conv(x, kernel, stride, pad)
 
 
 def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
