@@ -57,18 +57,23 @@ Presets (the text after ':'):
                     at 24 px (the preset before; 0.362 s/step on that Xeon) a 2-core AMD EPYC's budget held 4,677
                     steps: 0.603 / 0.571 (lejepa_cifar10_cpu_epyc.json), a 2.0 GHz Xeon's 2,143: 0.549 / 0.511
                     (lejepa_cifar10_cpu_spr.json). docs/fidelity.md has every lever measured.
-  imagenette_cpu    Imagenette at 64 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
+  imagenette_cpu    Imagenette at 96 px for the same 2-core budget: cifar10_cpu's recipe with a ResNet-18 at width 32
                     and the ImageNet stem (7x7 stride 2 + max-pool: the first stage runs at 12 x 12), global views
-                    trained at 48 px (lejepa.global_size) and probed at 64 px; validation is the 10% carve-out
-                    (947 images). Measured (budget.py --minutes=21.6 on a 2-core Xeon with AVX-512/AMX,
-                    2026-12-03, load 1.5-2.2: 0.34 s/step with model.conv='auto', 3,817 steps = 28.7 epochs in
-                    21.6 min; experiments/results/budget/lejepa_imagenette_cpu_im2col.json): linear probe 0.628,
-                    kNN 0.601 (raw pixels at 64 px 0.391, random init 0.331): 23.8 points over raw pixels, short
-                    of the issue's 25 by less than the carve's standard error (1.6 points). With XLA's
-                    convolutions (0.73 s/step; the last stage runs at 2 x 2) an earlier Xeon's budget held 1,799
-                    steps: 0.566 / 0.498 (lejepa_imagenette_cpu.json). A 512-wide last stage: 3,052 steps, 0.622 /
-                    0.560 (lejepa_imagenette_cpu_s512.json), and views at 40 px (0.256 s/step): 4,879 steps,
-                    0.627 / 0.578 (lejepa_imagenette_cpu_g40.json): neither kept.
+                    trained at 48 px (lejepa.global_size) and probed at 96 px; validation is the 10% carve-out
+                    (947 images). Probing at the data's 96 px rather than 64 px (3 x 3 maps in the last stage
+                    instead of 2 x 2; the views are 20-100% crops at 48 px, so objects in them span the sizes
+                    of both) is worth 6 points on the same checkpoint, measured below.
+                    Measured (budget.py --minutes=21.6 on a 2-core Xeon with AVX-512/AMX, 2026-12-03, load
+                    1.3-2.7: 0.29 s/step with model.conv='auto', 4,426 steps = 33.2 epochs in 21.3 min;
+                    experiments/results/budget/lejepa_imagenette_cpu_96.json): linear probe 0.675, kNN 0.637
+                    (raw pixels at 96 px 0.379, random init 0.401): +29.6 points over raw pixels. The 64 px
+                    preset before it (3,817 steps) gave 0.628 / 0.601 probed at 64 px (raw pixels at 64 px
+                    0.391: +23.8) and 0.688 / 0.617 when its checkpoint was probed at 96 px
+                    (lejepa_imagenette_cpu_im2col_probe96.json). With XLA's convolutions (0.73 s/step; the last
+                    stage runs at 2 x 2) an earlier Xeon's budget held 1,799 steps at 64 px: 0.566 / 0.498
+                    (lejepa_imagenette_cpu.json). A 512-wide last stage: 3,052 steps, 0.622 / 0.560
+                    (lejepa_imagenette_cpu_s512.json), and views at 40 px (0.256 s/step): 4,879 steps,
+                    0.627 / 0.578 (lejepa_imagenette_cpu_g40.json), both at 64 px: neither kept.
   tiny              A seconds-long run for tests: only the method's probe, no pictures or report (tests turn
                     them on where they check them).
 """
@@ -162,14 +167,14 @@ def _cifar10_cpu(c):
 
 
 def _imagenette_cpu(c):
-  """Imagenette at 64 px in a 21.6-minute budget on 2 CPU cores (issue #17): cifar10_cpu's recipe on a ResNet-18
-  with the ImageNet stem (stride 4 before the first stage: 16 x 16 maps, as CIFAR's at width 16 cost) at width
-  32 (a 256-d embedding), global views trained at 48 px and probed at 64 px."""
+  """Imagenette at 96 px in a 21.6-minute budget on 2 CPU cores (issue #17): cifar10_cpu's recipe on a ResNet-18
+  with the ImageNet stem (stride 4 before the first stage: 12 x 12 maps for the 48 px views) at width 32 (a
+  256-d embedding), global views trained at 48 px and probed at the data's 96 px."""
   _cifar10_cpu(c)
-  c.data.update(path="../shared/data/imagenette96/train.npz", eval_fraction=0.1, image_size=64)
+  c.data.update(path="../shared/data/imagenette96/train.npz", eval_fraction=0.1, image_size=96)
   c.lejepa.update(resnet_width=32, resnet_stage_widths=(), cifar_stem=False, global_size=48)
-  # 21.6 minutes at 0.34 s/step (2-core Xeon with AVX-512/AMX, 2026-12-03; budget.py --minutes measures it).
-  c.train.update(num_steps=3817, log_every=50, checkpoint_every=1000)
+  # 21.6 minutes at 0.29 s/step (2-core Xeon with AVX-512/AMX, 2026-12-03; budget.py --minutes measures it).
+  c.train.update(num_steps=4426, log_every=50, checkpoint_every=1000)
   c.eval.update(batch_size=250, max_train_examples=8_522, max_eval_examples=947)
 
 

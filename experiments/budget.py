@@ -98,6 +98,7 @@ def rescore(config):
     out = json.load(f)
   config.eval.update(probe=False, pictures=False, report=False, every=0)
   config.train.num_steps = out["num_steps"]
+  out["image_size"] = config.data.image_size  # The probe's resolution (--config.data.image_size may change it).
   run = train.setup(config, FLAGS.workdir)
   machine, cpu_flags = timing.machine()
   eval_source = sources.get_source(config.data, "eval")
@@ -152,7 +153,8 @@ def run(config):
   num_classes = run.train_source.num_classes
   train_size = len(run.train_source)
   out = {"name": FLAGS.name, "command": " ".join(["python"] + sys.argv), "dataset": dataset_name(config),
-         "method": config.method, "num_steps": num_steps, "global_batch": config.train.batch_size,
+         "image_size": config.data.image_size, "method": config.method, "num_steps": num_steps,
+         "global_batch": config.train.batch_size,
          "train_examples": train_size, "eval_examples": len(eval_source),
          "machine": machine, "cpu_flags": cpu_flags,
          "points": []}
@@ -215,26 +217,31 @@ def summary(dataset):
            "Probe: " + PROBE + " unless the row says `200 steps` (the earlier fixed count, which underfits).", "",
            "Machine: the CPU model and flags the result file recorded ('x86_64' in files written before the model",
            "name was recorded); minutes are only comparable on the same machine type.", "",
-           "| result | machine | method | step | epochs | train min | img/s | load | probe fit on | linear | kNN "
+           "px: the image size the probes and the raw-pixel baseline read (data.image_size); compare a result",
+           "with raw pixels at its own size.", "",
+           "| result | machine | method | px | step | epochs | train min | img/s | load | probe fit on | linear | kNN "
            "| command |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in results:
     for p in r["points"]:
-      lines.append(f"| {r['name']} | {r['machine']} ({r['cpu_flags']}) | {r['method']} | {p['step']} | "
+      lines.append(f"| {r['name']} | {r['machine']} ({r['cpu_flags']}) | {r['method']} | {r['image_size']} | "
+                   f"{p['step']} | "
                    f"{p['epochs']} | {p['train_minutes']} | {p['img_per_s']} | {p['load_before']}-{p['load_after']} | "
                    f"{p.get('probe_train_examples', '')} | "
                    f"{p['linear']:.4f}{'' if p.get('probe') else ' (200 steps)'} | "
                    f"{p['knn']:.4f} | `{r['command']}` |")
     for base in ("raw_pixels", "random_init"):
       row = r["baselines"][base]
-      lines.append(f"| {r['name']} | | {base} | 0 | 0 | 0 | | | {r['train_examples']} | "
+      lines.append(f"| {r['name']} | | {base} | {r['image_size']} | 0 | 0 | 0 | | | {r['train_examples']} | "
                    f"{row['linear']:.4f}{'' if row.get('probe') or row.get('copied_from') else ' (200 steps)'} | "
                    f"{row['knn']:.4f} | |")
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
             [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
-  raw = results[0]["baselines"]["raw_pixels"]["linear"]
-  ax.axhline(raw, color="k", ls="--", lw=1, label=f"raw pixels ({raw:.3f})")
+  raw_by_size = {r["image_size"]: r["baselines"]["raw_pixels"]["linear"] for r in results}
+  for size, style in zip(sorted(raw_by_size), ("--", "-.", ":")):
+    raw = raw_by_size[size]
+    ax.axhline(raw, color="k", ls=style, lw=1, label=f"raw pixels at {size} px ({raw:.3f})")
   for r in results:
     ax.axhline(r["baselines"]["random_init"]["linear"], color="gray", ls=":", lw=0.8)
   ax.set_xlabel("training minutes (2 CPU cores)")
