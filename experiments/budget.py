@@ -136,8 +136,27 @@ def features(run, state, eval_source, *, final=True):
   return train_xy, features_lib.extract(apply, state, eval_source, run.mesh, **kw)
 
 
+def copied_baselines(flag, config):
+  """The baselines of the result that --<flag> names; it must have read the same data at the same size."""
+  name = getattr(FLAGS, flag)
+  path = os.path.join(RESULTS, f"{name}.json")
+  if not os.path.exists(path):
+    raise SystemExit(f"error: --{flag}={name}: no {path}; pass the name of a result written by budget.py")
+  with open(path, encoding="utf-8") as f:
+    result = json.load(f)
+  theirs = (result["dataset"], result["image_size"])
+  ours = (dataset_name(config), config.data.image_size)
+  if theirs != ours:
+    raise SystemExit(f"error: --{flag}={name} scored {theirs[0]} at {theirs[1]} px, this run reads {ours[0]} at "
+                     f"{ours[1]} px; name a result of the same data and config.data.image_size, or drop the flag")
+  return result["baselines"]
+
+
 def run(config):
   config.eval.update(probe=False, pictures=False, report=False, every=0)
+  for flag in ("baselines_from", "raw_pixels_from"):
+    if getattr(FLAGS, flag):
+      copied_baselines(flag, config)  # Fail before the calibration and training, not after.
   if FLAGS.minutes:
     sec = timing.step_seconds(config, FLAGS.workdir + ".calibration", FLAGS.calibration_steps)
     config.train.num_steps = max(FLAGS.points, int(FLAGS.minutes * 60 / sec))
@@ -161,13 +180,11 @@ def run(config):
 
   t0 = time.perf_counter()
   if FLAGS.baselines_from:
-    with open(os.path.join(RESULTS, f"{FLAGS.baselines_from}.json"), encoding="utf-8") as f:
-      baselines = dict(json.load(f)["baselines"], copied_from=FLAGS.baselines_from)
+    baselines = dict(copied_baselines("baselines_from", config), copied_from=FLAGS.baselines_from)
   else:
     raw = None
     if FLAGS.raw_pixels_from:
-      with open(os.path.join(RESULTS, f"{FLAGS.raw_pixels_from}.json"), encoding="utf-8") as f:
-        raw = dict(json.load(f)["baselines"]["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
+      raw = dict(copied_baselines("raw_pixels_from", config)["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
     baselines = scored_baselines(run, eval_source, num_classes, config.seed, raw=raw)
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)
