@@ -36,6 +36,8 @@ flags.DEFINE_integer("num_iterations", 10, "Iterations per plan.")
 flags.DEFINE_integer("num_elites", 10, "Elites per iteration.")
 flags.DEFINE_integer("replan_every", 4, "Actions executed per plan.")
 flags.DEFINE_enum("cost", "sum", ["sum", "last"], "Energy over the horizon: its sum, or the last step only.")
+flags.DEFINE_float("noise_beta", 0.0, "Samples' 1/f^beta spectrum over the horizon (0: white, the references).")
+flags.DEFINE_bool("warm_start", False, "Start each plan from the previous one shifted (planner.warm_start).")
 flags.DEFINE_enum("episodes_from", "random", ["random", "reference"], "Episodes: jepa.plan's random ones (seed 0), "
                   "or EB-JEPA's own evaluation episodes replayed (two_rooms.reference_episodes).")
 flags.DEFINE_bool("unclipped", False, "Actions unclipped in the planner and the environment, as EB-JEPA's MPPI "
@@ -78,7 +80,7 @@ def main(argv):
   section = world_model.config_sections()["planner"]
   section.update(kind=FLAGS.planner, horizon=FLAGS.horizon, num_samples=FLAGS.num_samples,
                  num_iterations=FLAGS.num_iterations, num_elites=FLAGS.num_elites, replan_every=FLAGS.replan_every,
-                 cost=FLAGS.cost)
+                 cost=FLAGS.cost, noise_beta=FLAGS.noise_beta, warm_start=FLAGS.warm_start)
   env = ENV
   if FLAGS.unclipped:
     section.action_bound = math.inf
@@ -91,7 +93,7 @@ def main(argv):
     def one(key, state, encode=encode, rollout=rollout):
       return planning.run_episode(key, state, two_rooms.goal_state(state), encode, rollout,
                                   functools.partial(two_rooms.step, cfg=env), plan_cfg, env.max_episode_steps,
-                                  replan_every=FLAGS.replan_every)
+                                  replan_every=FLAGS.replan_every, warm_start=FLAGS.warm_start)
 
     t0 = time.perf_counter()
     result = jax.block_until_ready(jax.jit(jax.vmap(one))(plan_keys, states))
@@ -99,7 +101,8 @@ def main(argv):
     p = float(result.success.mean())
     print(f"latent={latent} {FLAGS.planner} H={FLAGS.horizon} samples={FLAGS.num_samples} "
           f"iterations={FLAGS.num_iterations} elites={FLAGS.num_elites} replan_every={FLAGS.replan_every} "
-          f"cost={FLAGS.cost} episodes_from={FLAGS.episodes_from} unclipped={FLAGS.unclipped}: success={p:.3f} "
+          f"cost={FLAGS.cost} noise_beta={FLAGS.noise_beta} warm_start={FLAGS.warm_start} "
+          f"episodes_from={FLAGS.episodes_from} unclipped={FLAGS.unclipped}: success={p:.3f} "
           f"(± {(p * (1 - p) / n) ** 0.5:.3f}, {n} episodes) "
           f"final_distance={float(result.distances[:, -1].mean()):.1f} px "
           f"({time.perf_counter() - t0:.0f} s with compilation)", flush=True)

@@ -11,8 +11,12 @@ with h = min(H, steps_left) (the reference shortens the horizon to the steps the
 shapes stay fixed and the steps past h get weight 0). ``distance='l1'`` puts the absolute error in place of
 the squared one, mean(|z_hat - z_g|): V-JEPA 2-AC's energy (vjepa2 notebooks/utils/mpc_utils.py `l1`), which
 with cost 'last' is exactly that planner's. Each of `num_iterations` rounds draws `num_samples`
-sequences a = clip(mu + sigma * eps), eps ~ N(0, I), each action's norm clipped to `action_bound`, scores
-them and keeps the `num_elites` cheapest, e_1..e_K (costs c_1 <= ... <= c_K):
+sequences a = clip(mu + sigma * eps), each action's norm clipped to `action_bound`, scores them and keeps the
+`num_elites` cheapest, e_1..e_K (costs c_1 <= ... <= c_K). eps is white, N(0, I) (the references), or with
+``noise_beta = beta > 0`` coloured along the horizon as in iCEM (Pinneri et al. 2020, "Sample-efficient
+Cross-Entropy Method for Real-time Planning"): each action coordinate is a stationary Gaussian sequence of unit
+variance whose power spectrum falls as 1/f^beta (:func:`colored_normal`), so a sample keeps a heading for many
+steps, as a path to a door does, instead of averaging out to a standstill:
 
   CEM:   mu' = mean_k e_k,            sigma' = std_k e_k (unbiased)                        -> returns mu
   MPPI:  w_k = softmax_k(-lambda (c_k - c_1)),  mu' = sum_k w_k e_k,
@@ -74,6 +78,7 @@ class PlannerConfig:
   action_dim: int = 2  # Two Rooms: a 2-D displacement.
   mppi_output: str = "sample"  # 'sample' (reference: one elite drawn by weight) | 'mean'.
   distance: str = "sq"  # 'sq' (squared error, EB-JEPA) | 'l1' (absolute error, V-JEPA 2-AC).
+  noise_beta: float = 0.0  # Exponent of the samples' 1/f^beta spectrum over the horizon: 0 white (references).
 
   @classmethod
   def ebjepa(cls, kind: str = "mppi", **overrides) -> 'PlannerConfig':
@@ -108,7 +113,38 @@ def validate(cfg: PlannerConfig) -> PlannerConfig:
     fail(f"temperature={cfg.temperature} must be finite and > 0: set the MPPI inverse temperature (0.005)")
   if not 0.0 <= cfg.momentum < 1.0:
     fail(f"momentum={cfg.momentum} must be in [0, 1): set 0 for no smoothing")
+  if not 0.0 <= cfg.noise_beta <= 4.0:
+    fail(f"noise_beta={cfg.noise_beta} must be in [0, 4]: set 0 for white noise (iCEM uses 2-3)")
   return cfg
+
+
+def colored_normal(key, shape, beta: float):
+  r"""Gaussian noise of `shape` [..., H, A], independent over every axis but H, along which each sequence is
+  stationary with unit variance and power spectrum S(f) proportional to 1/f^beta (beta = 0: exactly N(0, I)).
+
+  With f_k = k / H (k = 0..H//2, rfft frequencies; f_0 is raised to f_1 so that the mean's power stays finite, as
+  the `colorednoise` package does) and s_k = f_k^(-beta/2), the spectrum X_k = s_k (u_k + i v_k) has
+  u_k, v_k ~ N(0, 1/2) for 0 < k < H/2 and a real X_k ~ N(0, s_k^2) at k = 0 and at k = H/2 (H even): the
+  variances the DFT of white noise has, so that beta = 0 gives white noise. x = irfft(X) then has
+  Var(x_t) = (s_0^2 + 2 sum_{0<k<H/2} s_k^2 + [H even] s_{H/2}^2) / H^2 for every t, and is divided by its root.
+  """
+  h = shape[-2]
+  nf = h // 2 + 1
+  f = jnp.fft.rfftfreq(h)
+  f = f.at[0].set(f[1] if h > 1 else 1.0)
+  s = f ** (-beta / 2.0)
+  edge = jnp.zeros(nf, bool).at[0].set(True)
+  if h % 2 == 0:
+    edge = edge.at[-1].set(True)
+  k_re, k_im = jax.random.split(key)
+  spec_shape = tuple(shape[:-2]) + (nf, shape[-1])
+  re_std = jnp.where(edge, 1.0, math.sqrt(0.5)) * s
+  im_std = jnp.where(edge, 0.0, math.sqrt(0.5)) * s
+  spectrum = (jax.random.normal(k_re, spec_shape) * re_std[:, None]
+              + 1j * jax.random.normal(k_im, spec_shape) * im_std[:, None])
+  x = jnp.fft.irfft(spectrum, n=h, axis=-2)
+  var = (jnp.sum(jnp.where(edge, 1.0, 2.0) * s ** 2)) / h ** 2
+  return (x / jnp.sqrt(var)).astype(jnp.float32)
 
 
 def clip_norm(actions, bound):
@@ -170,7 +206,9 @@ def plan(key, z0, z_goal, rollout_fn: Callable, cfg: PlannerConfig, init_mean=No
                   jnp.full((k,), 1.0 / k, jnp.float32))
 
   def iteration(search: _Search, it_key):
-    samples = clip_norm(search.mean + search.std * jax.random.normal(it_key, (n, h, a)), cfg.action_bound)
+    eps = (colored_normal(it_key, (n, h, a), cfg.noise_beta) if cfg.noise_beta
+           else jax.random.normal(it_key, (n, h, a)))
+    samples = clip_norm(search.mean + search.std * eps, cfg.action_bound)
     costs = batched_cost(batched_rollout(z0, samples), z_goal, weights)
     neg_elite_costs, idx = jax.lax.top_k(-costs, k)  # The k cheapest, cheapest first.
     elite_costs, elites = -neg_elite_costs, samples[idx]

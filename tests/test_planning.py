@@ -163,6 +163,8 @@ def test_sequence_cost_definition():
     ({"kind": "ilqr"}, "kind"),
     ({"cost": "mean"}, "cost"),
     ({"mppi_output": "best"}, "mppi_output"),
+    ({"noise_beta": -1.0}, "noise_beta"),
+    ({"noise_beta": 5.0}, "noise_beta"),
 ])
 def test_validate_errors_name_the_key(overrides, key):
   with pytest.raises(ValueError) as err:
@@ -246,3 +248,54 @@ def test_two_rooms_episodes_vmapped():
   assert not bool(result.reached[1])
   assert float(result.positions[1, :, 0].max()) < 31.0  # Stopped at the wall's left face.
   assert layout.wall_x == 32
+
+
+def _colored_autocovariance(h, beta):
+  """NumPy: Cov(x_t, x_{t+lag}) for lag 0..h-1 of colored_normal's sequence, from its spectrum's definition
+  (s_k = f_k^(-beta/2), f_0 raised to f_1; weight 1 at k = 0 and k = h/2, 2 between), normalised to lag 0."""
+  f = np.fft.rfftfreq(h)
+  f[0] = f[1]
+  power = f ** (-beta)
+  weight = np.full(len(f), 2.0)
+  weight[0] = 1.0
+  if h % 2 == 0:
+    weight[-1] = 1.0
+  lags = np.arange(h)
+  cov = (weight * power * np.cos(2 * np.pi * np.outer(lags, np.arange(len(f))) / h)).sum(axis=1)
+  return cov / cov[0]
+
+
+@pytest.mark.parametrize("h", [35, 36])
+def test_colored_normal_statistics(h):
+  n = 20000
+  white = np.asarray(P.colored_normal(jax.random.key(0), (n, h, 2), 0.0), np.float64)
+  # beta = 0 is white noise: identity covariance over the horizon (standard error of an entry ~ 1 / sqrt(n)).
+  np.testing.assert_allclose(np.cov(white[:, :, 0].T), np.eye(h), atol=6 / np.sqrt(n))
+  lag1 = []
+  for beta in (1.0, 2.0):
+    x = np.asarray(P.colored_normal(jax.random.key(1), (n, h, 2), beta), np.float64)
+    np.testing.assert_allclose(x.var(axis=0), 1.0, atol=0.06)  # Unit variance at every step, both coordinates.
+    # The stationary autocovariance of the definition, at every pair (t, t + lag), for the first coordinate.
+    expected = _colored_autocovariance(h, beta)
+    cov = np.cov(x[:, :, 0].T)
+    for lag in (1, 2, 5, h // 2):
+      np.testing.assert_allclose(np.diagonal(cov, lag), expected[lag], atol=0.06)
+    # The two action coordinates and the samples are independent.
+    assert abs(np.mean(x[:, :, 0] * x[:, :, 1])) < 6 / np.sqrt(n)
+    lag1.append(expected[1])
+  assert 0.5 < lag1[0] < lag1[1] < 1.0  # Redder noise keeps a heading longer.
+
+
+def test_colored_noise_planner_reaches_the_closed_form_optimum():
+  cfg = dataclasses.replace(CFGS["cem"], noise_beta=2.0)
+  actions, info = _plan("cem", 0, cfg=cfg)
+  optimum, optimal_cost = greedy_optimum(GOAL, 5)
+  # Within 3% of the optimum (white noise: 0.5%): samples correlated over the horizon explore headings and
+  # fine-tune single steps less, here the optimum's stop after 2.5 steps.
+  assert optimal_cost <= _cost(actions) + 1e-4 and _cost(actions) < 1.03 * optimal_cost
+  np.testing.assert_allclose(np.asarray(actions).sum(axis=0), optimum.sum(axis=0), atol=0.3)
+  assert np.all(np.linalg.norm(np.asarray(actions), axis=-1) <= BOUND + 1e-4)
+  # The noise is drawn from the key: the same key gives the same plan, and another plan than white noise's.
+  np.testing.assert_array_equal(np.asarray(actions), np.asarray(_plan("cem", 0, cfg=cfg)[0]))
+  assert not np.array_equal(np.asarray(actions), np.asarray(_plan("cem", 0)[0]))
+  assert float(info["cost"]) == pytest.approx(_cost(actions), rel=1e-4)

@@ -88,7 +88,7 @@ def config_sections():
           sigreg_weight=0.05, sigreg_slices=256)),
       "planner": ml_collections.ConfigDict(dict(
           kind="mppi", horizon=90, num_samples=200, num_iterations=20, num_elites=20, init_std=0.0,
-          temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample",
+          temperature=0.005, action_bound=2.45, momentum=0.0, cost="sum", mppi_output="sample", noise_beta=0.0,
           episodes=20, seed=0, max_steps=200, replan_every=1, level="normal", warm_start=False,
           episodes_from="random")),
   }
@@ -168,7 +168,8 @@ def planner_config(planner_cfg, kind=None):
       num_iterations=planner_cfg.num_iterations, num_elites=planner_cfg.num_elites, init_std=init_std,
       temperature=float(planner_cfg.temperature), action_bound=float(planner_cfg.action_bound),
       momentum=float(planner_cfg.momentum), cost=planner_cfg.cost, action_dim=ACTION_DIM,
-      mppi_output=planner_cfg.mppi_output)
+      mppi_output=planner_cfg.mppi_output,
+      noise_beta=float(planner_cfg.get("noise_beta", 0.0)))  # Runs saved before the key have white noise.
   try:
     return planning.validate(cfg)
   except base.ConfigError as e:
