@@ -25,6 +25,9 @@ planner: the planning evaluator (run after training and at eval.every) and jepa.
   init_std        initial sampling std; 0 = the kind's EB-JEPA value (CEM 1.5, MPPI 2)
   temperature     MPPI inverse temperature (0.005); action_bound: each action's norm clip (2.45)
   momentum, cost ('sum' | 'last'), mppi_output ('sample' | 'mean'), warm_start: see jepa/planning.py
+  noise_beta      the samples' noise: 0 white (EB-JEPA, V-JEPA 2-AC), beta > 0 coloured along the horizon with a
+                  1/f^beta spectrum (iCEM; 2 keeps a heading for tens of steps: experiments/results/world_model/
+                  planner_oracle.md)
   episodes        held-out episodes per evaluation (0 = no planning evaluation); seed: which episodes
   max_steps       environment steps per episode (EB-JEPA: 200); replan_every: actions executed per plan
   level           'normal' (start and goal anywhere in opposite rooms, EB-JEPA's task) | 'easy' (near the door)
