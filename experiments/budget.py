@@ -24,6 +24,7 @@ Results: experiments/results/budget/<name>.json; --summary writes experiments/re
 <dataset>.png (accuracy against training minutes, one curve per result).
 """
 import glob
+import itertools
 import json
 import os
 import sys
@@ -107,7 +108,8 @@ def rescore(config):
   saved = set(ckpt.all_steps())
   dropped = [p["step"] for p in out["points"] if p["step"] not in saved]
   copied = out.get("baselines", {}).get("copied_from")
-  if copied:  # Copied rows are copied again, from that result as it is now.
+  if copied and read_data(copied) == (dataset_name(config), config.data.image_size):
+    # Copied rows are copied again, from that result as it is now; at another size they are scored afresh.
     with open(os.path.join(RESULTS, f"{copied}.json"), encoding="utf-8") as f:
       out["baselines"] = dict(json.load(f)["baselines"], copied_from=copied)
   else:
@@ -136,6 +138,13 @@ def features(run, state, eval_source, *, final=True):
   return train_xy, features_lib.extract(apply, state, eval_source, run.mesh, **kw)
 
 
+def read_data(name):
+  """(dataset, image size) that result `name` was scored on."""
+  with open(os.path.join(RESULTS, f"{name}.json"), encoding="utf-8") as f:
+    result = json.load(f)
+  return result["dataset"], result["image_size"]
+
+
 def copied_baselines(flag, config):
   """The baselines of the result that --<flag> names; it must have read the same data at the same size."""
   name = getattr(FLAGS, flag)
@@ -144,7 +153,7 @@ def copied_baselines(flag, config):
     raise SystemExit(f"error: --{flag}={name}: no {path}; pass the name of a result written by budget.py")
   with open(path, encoding="utf-8") as f:
     result = json.load(f)
-  theirs = (result["dataset"], result["image_size"])
+  theirs = read_data(name)
   ours = (dataset_name(config), config.data.image_size)
   if theirs != ours:
     raise SystemExit(f"error: --{flag}={name} scored {theirs[0]} at {theirs[1]} px, this run reads {ours[0]} at "
@@ -256,7 +265,7 @@ def summary(dataset):
     ax.plot([0] + [p["train_minutes"] for p in r["points"]],
             [r["baselines"]["random_init"]["linear"]] + [p["linear"] for p in r["points"]], "o-", label=r["name"])
   raw_by_size = {r["image_size"]: r["baselines"]["raw_pixels"]["linear"] for r in results}
-  for size, style in zip(sorted(raw_by_size), ("--", "-.", ":")):
+  for size, style in zip(sorted(raw_by_size), itertools.cycle(("--", "-.", ":"))):
     raw = raw_by_size[size]
     ax.axhline(raw, color="k", ls=style, lw=1, label=f"raw pixels at {size} px ({raw:.3f})")
   for r in results:

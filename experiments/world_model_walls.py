@@ -2,7 +2,7 @@ r"""Does a trained world model predict the wall? Its rollout of pushes into the 
 
   python experiments/world_model_walls.py --workdir=runs/wm
 
-For one layout (wall at x = 32, door at y = 20), agents start 3-8 px left of the wall, away from the door
+For one layout (wall at x = 32, door at y = 20), agents start 3.5-8.5 px left of the wall's face, away from the door
 (y in [34, 56]), and push right at --speed px per step (default 2.45, the action bound) for k steps. The
 environment (noise-free) stops them at the wall; a model that ignored it would put them k x speed px further,
 beyond the wall ("free").
@@ -55,8 +55,8 @@ def main(argv):
       return moved, None
     return jax.lax.scan(body, p, None, length=k)[0]
 
-  print(f"{FLAGS.workdir}: {len(near_wall)} starts 3-8 px left of the wall (x = {WALL_X}), door at y = {DOOR_Y}, "
-        f"pushes of {FLAGS.speed} px")
+  print(f"{FLAGS.workdir}: {len(near_wall)} starts 3.5-8.5 px left of the wall's face (x = "
+        f"{WALL_X - env_cfg.half_wall}), door at y = {DOOR_Y}, pushes of {FLAGS.speed} px")
   for k in (int(s) for s in FLAGS.steps):
     for name, starts, direction in (("into the wall", near_wall, 1.0), ("free space", free_space, -1.0)):
       if name == "free space" and k * FLAGS.speed > starts[0, 0] - env_cfg.border_lo - 1:

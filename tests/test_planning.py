@@ -280,10 +280,27 @@ def test_colored_normal_statistics(h):
     cov = np.cov(x[:, :, 0].T)
     for lag in (1, 2, 5, h // 2):
       np.testing.assert_allclose(np.diagonal(cov, lag), expected[lag], atol=0.06)
-    # The two action coordinates and the samples are independent.
+    # The two action coordinates are uncorrelated (at equal steps; the spectra are drawn independently per axis).
     assert abs(np.mean(x[:, :, 0] * x[:, :, 1])) < 6 / np.sqrt(n)
     lag1.append(expected[1])
   assert 0.5 < lag1[0] < lag1[1] < 1.0  # Redder noise keeps a heading longer.
+
+
+@pytest.mark.parametrize("h", [1, 2, 3, 4])
+def test_colored_normal_short_horizons(h):
+  # The DC and Nyquist bins weigh most at short horizons: a wrong weight there moves the variance by > 10%.
+  n = 40000
+  for beta in (0.0, 2.0):
+    raw = P.colored_normal(jax.random.key(2), (n, h, 3), beta)
+    assert raw.shape == (n, h, 3) and raw.dtype == jnp.float32
+    x = np.asarray(raw, np.float64)
+    cov = np.cov(x[:, :, 1].T).reshape(h, h)
+    expected = _colored_autocovariance(h, beta) if h > 1 else np.ones(1)
+    np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.03)
+    for lag in range(1, h):
+      np.testing.assert_allclose(np.diagonal(cov, lag), expected[lag], atol=0.03)
+    if beta == 0.0:
+      np.testing.assert_allclose(cov, np.eye(h), atol=0.03)
 
 
 def test_colored_noise_planner_reaches_the_closed_form_optimum():
