@@ -94,9 +94,7 @@ def scored_baselines(run, eval_source, num_classes, seed, *, raw=None):
 
 def rescore(config):
   """Scores every point of result --name whose checkpoint is still in --workdir, and the baselines, again."""
-  path = os.path.join(RESULTS, f"{FLAGS.name}.json")
-  with open(path, encoding="utf-8") as f:
-    out = json.load(f)
+  out = read_result(FLAGS.name)
   config.eval.update(probe=False, pictures=False, report=False, every=0)
   config.train.num_steps = out["num_steps"]
   out["image_size"] = config.data.image_size  # The probe's resolution (--config.data.image_size may change it).
@@ -108,10 +106,10 @@ def rescore(config):
   saved = set(ckpt.all_steps())
   dropped = [p["step"] for p in out["points"] if p["step"] not in saved]
   copied = out.get("baselines", {}).get("copied_from")
-  if copied and read_data(copied) == (dataset_name(config), config.data.image_size):
+  source = read_result(copied) if copied else None
+  if source and same_data(source, config):
     # Copied rows are copied again, from that result as it is now; at another size they are scored afresh.
-    with open(os.path.join(RESULTS, f"{copied}.json"), encoding="utf-8") as f:
-      out["baselines"] = dict(json.load(f)["baselines"], copied_from=copied)
+    out["baselines"] = dict(source["baselines"], copied_from=copied)
   else:
     out["baselines"] = scored_baselines(run, eval_source, num_classes, config.seed)
     print("baselines: " + json.dumps(out["baselines"]), flush=True)
@@ -138,11 +136,14 @@ def features(run, state, eval_source, *, final=True):
   return train_xy, features_lib.extract(apply, state, eval_source, run.mesh, **kw)
 
 
-def read_data(name):
-  """(dataset, image size) that result `name` was scored on."""
+def read_result(name):
   with open(os.path.join(RESULTS, f"{name}.json"), encoding="utf-8") as f:
-    result = json.load(f)
-  return result["dataset"], result["image_size"]
+    return json.load(f)
+
+
+def same_data(result, config):
+  """Whether `result` was scored on the data `config` reads, at the same image size."""
+  return (result["dataset"], result["image_size"]) == (dataset_name(config), config.data.image_size)
 
 
 def copied_baselines(flag, config):
@@ -151,21 +152,20 @@ def copied_baselines(flag, config):
   path = os.path.join(RESULTS, f"{name}.json")
   if not os.path.exists(path):
     raise SystemExit(f"error: --{flag}={name}: no {path}; pass the name of a result written by budget.py")
-  with open(path, encoding="utf-8") as f:
-    result = json.load(f)
-  theirs = read_data(name)
-  ours = (dataset_name(config), config.data.image_size)
-  if theirs != ours:
-    raise SystemExit(f"error: --{flag}={name} scored {theirs[0]} at {theirs[1]} px, this run reads {ours[0]} at "
-                     f"{ours[1]} px; name a result of the same data and config.data.image_size, or drop the flag")
+  result = read_result(name)
+  if not same_data(result, config):
+    theirs = (result["dataset"], result["image_size"])
+    ours = (dataset_name(config), config.data.image_size)
+    raise SystemExit(f"error: --{flag}={name} scored {theirs[0]} at {theirs[1]} px, this run reads {ours[0]} "
+                     f"at {ours[1]} px; name a result of the same data and config.data.image_size, or drop the flag")
   return result["baselines"]
 
 
 def run(config):
   config.eval.update(probe=False, pictures=False, report=False, every=0)
-  for flag in ("baselines_from", "raw_pixels_from"):
-    if getattr(FLAGS, flag):
-      copied_baselines(flag, config)  # Fail before the calibration and training, not after.
+  # Read (and checked) before the calibration and training, so that a bad name fails first.
+  copied = {flag: copied_baselines(flag, config) for flag in ("baselines_from", "raw_pixels_from")
+            if getattr(FLAGS, flag)}
   if FLAGS.minutes:
     sec = timing.step_seconds(config, FLAGS.workdir + ".calibration", FLAGS.calibration_steps)
     config.train.num_steps = max(FLAGS.points, int(FLAGS.minutes * 60 / sec))
@@ -189,11 +189,11 @@ def run(config):
 
   t0 = time.perf_counter()
   if FLAGS.baselines_from:
-    baselines = dict(copied_baselines("baselines_from", config), copied_from=FLAGS.baselines_from)
+    baselines = dict(copied["baselines_from"], copied_from=FLAGS.baselines_from)
   else:
     raw = None
     if FLAGS.raw_pixels_from:
-      raw = dict(copied_baselines("raw_pixels_from", config)["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
+      raw = dict(copied["raw_pixels_from"]["raw_pixels"], copied_from=FLAGS.raw_pixels_from)
     baselines = scored_baselines(run, eval_source, num_classes, config.seed, raw=raw)
   out["baselines"] = baselines
   print(f"baselines ({time.perf_counter() - t0:.0f}s): " + json.dumps(baselines), flush=True)

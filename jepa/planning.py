@@ -129,21 +129,18 @@ def colored_normal(key, shape, beta: float):
   Var(x_t) = (s_0^2 + 2 sum_{0<k<H/2} s_k^2 + [H even] s_{H/2}^2) / H^2 for every t, and is divided by its root.
   """
   h = shape[-2]
-  nf = h // 2 + 1
-  f = jnp.fft.rfftfreq(h)
-  f = f.at[0].set(f[1] if h > 1 else 1.0)
-  s = f ** (-beta / 2.0)
-  edge = jnp.zeros(nf, bool).at[0].set(True)
-  if h % 2 == 0:
-    edge = edge.at[-1].set(True)
+  k = jnp.arange(h // 2 + 1)
+  s = jnp.maximum(k, 1).astype(jnp.float32) / h  # f_k, with f_0 raised to f_1 (1 / H).
+  s = s ** (-beta / 2.0)
+  edge = (k == 0) | (2 * k == h)  # The real bins: DC, and Nyquist for even H.
   k_re, k_im = jax.random.split(key)
-  spec_shape = tuple(shape[:-2]) + (nf, shape[-1])
+  spec_shape = tuple(shape[:-2]) + (len(k), shape[-1])
   re_std = jnp.where(edge, 1.0, math.sqrt(0.5)) * s
   im_std = jnp.where(edge, 0.0, math.sqrt(0.5)) * s
   spectrum = (jax.random.normal(k_re, spec_shape) * re_std[:, None]
               + 1j * jax.random.normal(k_im, spec_shape) * im_std[:, None])
   x = jnp.fft.irfft(spectrum, n=h, axis=-2)
-  var = (jnp.sum(jnp.where(edge, 1.0, 2.0) * s ** 2)) / h ** 2
+  var = jnp.sum(jnp.where(edge, 1.0, 2.0) * s ** 2) / h ** 2
   return (x / jnp.sqrt(var)).astype(jnp.float32)
 
 

@@ -168,8 +168,7 @@ def planner_config(planner_cfg, kind=None):
       num_iterations=planner_cfg.num_iterations, num_elites=planner_cfg.num_elites, init_std=init_std,
       temperature=float(planner_cfg.temperature), action_bound=float(planner_cfg.action_bound),
       momentum=float(planner_cfg.momentum), cost=planner_cfg.cost, action_dim=ACTION_DIM,
-      mppi_output=planner_cfg.mppi_output,
-      noise_beta=float(planner_cfg.get("noise_beta", 0.0)))  # Runs saved before the key have white noise.
+      mppi_output=planner_cfg.mppi_output, noise_beta=float(planner_cfg.noise_beta))
   try:
     return planning.validate(cfg)
   except base.ConfigError as e:
