@@ -34,7 +34,9 @@ setuptools.setup(
         # libtpu (through jax[tpu], pinned to the jax it matches) lets tests/test_aot.py compile for TPU
         # topologies on a CPU machine; it has wheels for Linux x86-64 only. ruff is the linter
         # tests/test_style.py runs (ruff.toml), pinned so that a new rule cannot fail a fresh machine's CI.
-        "test": ["pytest>=8.0", "av>=12.0", "torch==2.13.0", "ruff==0.17.6",
+        # pytest-xdist runs the suite on two workers (README's test command: -n 2), which overlaps one test's
+        # single-threaded compilation with another's run on 2 cores.
+        "test": ["pytest>=8.0", "pytest-xdist==3.8.0", "av>=12.0", "torch==2.13.0", "ruff==0.17.6",
                  "jax[tpu]==0.10.2; sys_platform == 'linux' and platform_machine == 'x86_64'"],
         # experiments/aot.py: ahead-of-time compilation for TPU topologies (memory, FLOPs) on any Linux machine.
         "tpu": ["jax[tpu]==0.10.2"],
