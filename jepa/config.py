@@ -59,9 +59,9 @@ def base_config():
       remat_policy="",            # with remat: '' recomputes everything; or a jax.checkpoint_policies name
       backward_cut="auto",        # auto | on | off: materialise the residual gradient per block (on for CPU:
                                   # XLA's CPU fusion otherwise recomputes it; jepa/models/backward_cut.py)
-      conv="auto",                # ResNet convolutions: auto | xla | im2col (auto = im2col on the CPU for
-                                  # strided convs and maps <= 3 x 3, where XLA's CPU convs are slow;
-                                  # jepa/models/conv.py)
+      conv="auto",                # ResNet and IMPALA (world model) convolutions: auto | xla | im2col (auto =
+                                  # im2col on the CPU for strided convs, maps <= 3 x 3 and stems on <= 4
+                                  # channels, where XLA's CPU convs are slow; jepa/models/conv.py)
       tubelet_size=2,             # frames per video patch (V-JEPA: 2 x p x p tubelets)
       # drop_path: stochastic depth of the trained encoder's last block (linear from 0 over the blocks).
       encoder=ml_collections.ConfigDict(dict(size="tiny", width=0, depth=0, heads=0, mlp_ratio=0.0,

@@ -10,6 +10,7 @@ from flax import nnx
 from jepa.errors import ConfigError
 from jepa.models import conv
 from jepa.models.resnet import ResNet
+from jepa.models.world_model import ImpalaEncoder
 
 
 def _numpy_conv(x, kernel, stride, pad):
@@ -56,11 +57,27 @@ def test_resnet_im2col_equals_xla_conv(cifar_stem, hw):
     np.testing.assert_allclose(gi, gx, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(gx))))
 
 
+def test_impala_im2col_equals_xla_conv():
+  # The world model's encoder (biased 3x3 convs, max-pools, residual blocks) on both paths: same loss and
+  # gradients, including the biases', which im2col adds after the matmul.
+  x = jax.random.normal(jax.random.key(1), (3, 17, 17, 2))
+  models = {impl: ImpalaEncoder((4, 8), 1, 6, img_size=17, conv=impl, dtype=None, rngs=nnx.Rngs(0))
+            for impl in ("xla", "im2col")}
+  (loss_x, grads_x), (loss_i, grads_i) = (_loss_and_grads(m, x) for m in models.values())
+  assert jax.tree.structure(nnx.state(models["xla"])) == jax.tree.structure(nnx.state(models["im2col"]))
+  np.testing.assert_allclose(loss_i, loss_x, rtol=1e-5)
+  # Reassociation error scales with the largest gradient: the LayerNorm's leaves sum terms that nearly cancel.
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_x))
+  for gx, gi in zip(jax.tree.leaves(grads_x), jax.tree.leaves(grads_i)):
+    np.testing.assert_allclose(gi, gx, rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_auto_rule_and_bad_setting():
   on_cpu = jax.default_backend() == "cpu"
-  assert conv.use_im2col("auto", 2, 144) == on_cpu       # strided
-  assert conv.use_im2col("auto", 1, 9) == on_cpu         # 3 x 3 output map
-  assert not conv.use_im2col("auto", 1, 16)              # 4 x 4, stride 1: XLA's convolution
-  assert conv.use_im2col("im2col", 1, 1024) and not conv.use_im2col("xla", 2, 1)
+  assert conv.use_im2col("auto", 2, 144, 16) == on_cpu       # strided
+  assert conv.use_im2col("auto", 1, 9, 16) == on_cpu         # 3 x 3 output map
+  assert conv.use_im2col("auto", 1, 4225, 2) == on_cpu       # a stem on 2-channel frames
+  assert not conv.use_im2col("auto", 1, 16, 16)              # 4 x 4, stride 1, 16 channels: XLA's convolution
+  assert conv.use_im2col("im2col", 1, 1024, 16) and not conv.use_im2col("xla", 2, 1, 2)
   with pytest.raises(ConfigError, match="model.conv='fft' is unknown"):
     ResNet(stage_sizes=(1,), width=8, cifar_stem=True, conv="fft", rngs=nnx.Rngs(0))

@@ -482,7 +482,8 @@ class WorldModelMethod(PlanningMethod):
     dtype = factory.compute_dtype(self.config.dtype)
     dtype = None if dtype == jnp.float32 else dtype
     encoder = world_model_lib.ImpalaEncoder(tuple(cfg.channels), cfg.blocks, cfg.latent_dim,
-                                            img_size=two_rooms.EnvConfig().img_size, dtype=dtype, rngs=rngs)
+                                            img_size=two_rooms.EnvConfig().img_size, conv=self.config.model.conv,
+                                            dtype=dtype, rngs=rngs)
     dynamics = world_model_lib.GRU(ACTION_DIM, cfg.latent_dim, rngs=rngs)
     idm = world_model_lib.InverseDynamics(cfg.latent_dim, cfg.idm_hidden, rngs=rngs)
     return world_model_lib.WorldModel(encoder, dynamics, idm)

@@ -14,14 +14,30 @@ gradients are a matmul and the transpose of the gather (pads and adds). Measured
 | 4 x 4, 64 -> 256, 2 | 25.4 ms | 2.6 ms |
 | 2 x 2, 256 -> 256, 1 | 137.4 ms | 8.9 ms |
 
-So `model.conv='auto'` uses im2col on the CPU backend for strided convolutions and for output maps of at most
-3 x 3 pixels, and XLA's convolution everywhere else (and on every other backend, where the vendor kernels
-win). The results are the same convolution up to float reassociation (a test checks both against NumPy).
+Stems on raw pixels are the third case: with 2-3 input channels XLA's CPU convolution keeps few lanes busy,
+while im2col's matmul sees k*k*Cin taps (2-core AMD EPYC with AVX-512, 2026-12-04, forward + gradient of the
+kernel only, as in training; experiments/results/conv_impl_world_model.md):
+
+| input map, channels, batch | XLA conv | im2col |
+|---|---|---|
+| 65 x 65, 2 -> 16, 288 (world model's first conv) | 161.0 ms | 81.9 ms |
+| 24 x 24, 3 -> 16, 128 (CIFAR ResNet stem) | 4.1 ms | 2.9 ms |
+| 33 x 33, 16 -> 16, 288 (its residual blocks; gradients of x too) | 96.9 ms | 163.1 ms |
+
+So `model.conv='auto'` uses im2col on the CPU backend for strided convolutions, for output maps of at most
+3 x 3 pixels and for inputs of at most 4 channels, and XLA's convolution everywhere else (and on every other
+backend, where the vendor kernels win). On whole steps the stems are a small part: the world model's default step
+1.38 -> 1.34-1.37 s, LeJEPA's `cifar10_cpu` step unchanged within noise (0.32 s). The results are the same
+convolution up to float reassociation (tests check it against NumPy, and both paths of the ResNet and of the
+IMPALA encoder against each other).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from jepa.errors import ConfigError
 
@@ -29,6 +45,8 @@ SETTINGS = ("auto", "xla", "im2col")
 
 # 'auto' gathers patches for output maps up to this many pixels (3 x 3): the table in the docstring.
 _SMALL_MAP = 9
+# ... and for inputs of at most this many channels (stems on raw pixels): the second table.
+_FEW_CHANNELS = 4
 
 
 def check(setting: str) -> str:
@@ -43,11 +61,11 @@ def output_side(size: int, k: int, stride: int, padding: int) -> int:
   return (size + 2 * padding - k) // stride + 1
 
 
-def use_im2col(setting: str, stride: int, out_pixels: int) -> bool:
-  """Whether a convolution with this stride and output map size (Ho * Wo) runs as im2col under `setting`."""
+def use_im2col(setting: str, stride: int, out_pixels: int, cin: int) -> bool:
+  """Whether a convolution with this stride, output map size (Ho * Wo) and input channels runs as im2col."""
   if check(setting) != "auto":
     return setting == "im2col"
-  return jax.default_backend() == "cpu" and (stride > 1 or out_pixels <= _SMALL_MAP)
+  return jax.default_backend() == "cpu" and (stride > 1 or out_pixels <= _SMALL_MAP or cin <= _FEW_CHANNELS)
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -66,3 +84,32 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
   y = jnp.dot(patches.reshape(b * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
   return y.reshape(b, ho, wo, cout)
+
+
+class Conv(nnx.Conv):
+  """k x k convolution with symmetric zero padding k // 2, run as XLA's convolution or as im2col (`impl`).
+
+  Explicit padding rather than "SAME": for stride 2 on even inputs "SAME" pads (0, 1) while PyTorch pads
+  (1, 1), which shifts the sampling grid and would break weight-converted parity. The parameters are
+  nnx.Conv's (`kernel` [k, k, cin, cout], `bias` [cout]) either way, so checkpoints do not depend on `impl`.
+  """
+
+  def __init__(self, cin: int, cout: int, k: int, stride: int, *, impl: str, use_bias: bool, kernel_init: Any,
+               bias_init: Any = nnx.initializers.zeros_init(), dtype: Any, rngs: nnx.Rngs):
+    pad = k // 2
+    super().__init__(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                     use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs)
+    self.impl = check(impl)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, stride, pad = self.kernel_size[0], self.strides[0], self.padding[0][0]
+    out_pixels = output_side(x.shape[1], k, stride, pad) * output_side(x.shape[2], k, stride, pad)
+    if not use_im2col(self.impl, stride, out_pixels, self.in_features):
+      return super().__call__(x)
+    kernel = self.kernel.value
+    bias = self.bias.value if self.bias is not None else None
+    if self.dtype is not None:
+      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+      bias = None if bias is None else bias.astype(self.dtype)
+    y = im2col_conv(x, kernel, stride, pad)
+    return y if bias is None else y + bias

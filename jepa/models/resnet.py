@@ -43,30 +43,10 @@ _CONFIGS = {
 }
 
 
-class Conv(nnx.Conv):
-  """Bias-free k x k conv with PyTorch's symmetric padding k//2, run as XLA's convolution or as im2col.
-
-  Explicit padding rather than "SAME": for stride 2 on even inputs "SAME" pads (0, 1) while PyTorch pads
-  (1, 1), which shifts the sampling grid and would break weight-converted parity. `impl` is model.conv
-  (jepa/models/conv.py); the parameter is nnx.Conv's `kernel` [k, k, cin, cout] either way, so checkpoints do
-  not depend on it.
-  """
-
-  def __init__(self, cin: int, cout: int, k: int, stride: int, *, impl: str, dtype: Any, rngs: nnx.Rngs):
-    pad = k // 2
-    super().__init__(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                     use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
-    self.impl = conv_lib.check(impl)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, stride, pad = self.kernel_size[0], self.strides[0], self.padding[0][0]
-    out_pixels = conv_lib.output_side(x.shape[1], k, stride, pad) * conv_lib.output_side(x.shape[2], k, stride, pad)
-    if not conv_lib.use_im2col(self.impl, stride, out_pixels):
-      return super().__call__(x)
-    kernel = self.kernel.value
-    if self.dtype is not None:
-      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    return conv_lib.im2col_conv(x, kernel, stride, pad)
+def Conv(cin: int, cout: int, k: int, stride: int, *, impl: str, dtype: Any, rngs: nnx.Rngs) -> conv_lib.Conv:
+  """Bias-free k x k conv with PyTorch's padding k // 2 and torchvision's init (jepa/models/conv.py Conv)."""
+  return conv_lib.Conv(cin, cout, k, stride, impl=impl, use_bias=False, kernel_init=_conv_init, dtype=dtype,
+                       rngs=rngs)
 
 
 def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:

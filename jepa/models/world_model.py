@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from jepa.envs import two_rooms
+from jepa.models import conv as conv_lib
 
 ACTION_DIM = 2
 IN_CHANNELS = 2
@@ -47,11 +48,14 @@ def _uniform(bound):
   return init
 
 
-def _torch_conv(c_in, c_out, rngs, dtype):
-  """3x3 'SAME' convolution with torch.nn.Conv2d's default init: weight and bias U(+-1/sqrt(9 c_in))."""
+def _torch_conv(c_in, c_out, impl, rngs, dtype):
+  """3x3 convolution, padding 1, with torch.nn.Conv2d's default init: weight and bias U(+-1/sqrt(9 c_in)).
+
+  `impl` is model.conv: XLA's convolution or im2col (jepa/models/conv.py); 'auto' gathers patches for the
+  first stage's conv on the 2-channel frames, where XLA's CPU convolution is slowest."""
   bound = 1.0 / np.sqrt(9 * c_in)
-  return nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", kernel_init=_uniform(bound),
-                  bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
+  return conv_lib.Conv(c_in, c_out, 3, 1, impl=impl, use_bias=True, kernel_init=_uniform(bound),
+                       bias_init=_uniform(bound), dtype=dtype, rngs=rngs)
 
 
 def _torch_linear(d_in, d_out, rngs, dtype=None):
@@ -63,9 +67,9 @@ def _torch_linear(d_in, d_out, rngs, dtype=None):
 class ResidualBlock(nnx.Module):
   """relu(x + conv(relu(conv(x)))) (eb_jepa ResnetBlock)."""
 
-  def __init__(self, channels, *, dtype, rngs):
-    self.conv1 = _torch_conv(channels, channels, rngs, dtype)
-    self.conv2 = _torch_conv(channels, channels, rngs, dtype)
+  def __init__(self, channels, *, conv, dtype, rngs):
+    self.conv1 = _torch_conv(channels, channels, conv, rngs, dtype)
+    self.conv2 = _torch_conv(channels, channels, conv, rngs, dtype)
 
   def __call__(self, x):
     return nnx.relu(x + self.conv2(nnx.relu(self.conv1(x))))
@@ -74,9 +78,9 @@ class ResidualBlock(nnx.Module):
 class ImpalaStage(nnx.Module):
   """conv 3x3 -> max-pool 3x3 stride 2 (padding 1, so 65 -> 33) -> residual blocks (eb_jepa ResnetStack)."""
 
-  def __init__(self, c_in, c_out, num_blocks, *, dtype, rngs):
-    self.conv = _torch_conv(c_in, c_out, rngs, dtype)
-    self.blocks = nnx.List([ResidualBlock(c_out, dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
+  def __init__(self, c_in, c_out, num_blocks, *, conv, dtype, rngs):
+    self.conv = _torch_conv(c_in, c_out, conv, rngs, dtype)
+    self.blocks = nnx.List([ResidualBlock(c_out, conv=conv, dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
 
   def __call__(self, x):
     x = nnx.max_pool(self.conv(x), window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -95,9 +99,9 @@ def pooled_side(size, num_stages):
 class ImpalaEncoder(nnx.Module):
   """Frames [..., 65, 65, 2] (already normalised) -> latents [..., D]: stages, relu, flatten, linear, LayerNorm."""
 
-  def __init__(self, channels, num_blocks, latent_dim, *, img_size, dtype, rngs):
+  def __init__(self, channels, num_blocks, latent_dim, *, img_size, conv="auto", dtype, rngs):
     widths = (IN_CHANNELS,) + tuple(channels)
-    self.stages = nnx.List([ImpalaStage(widths[i], widths[i + 1], num_blocks, dtype=dtype, rngs=rngs)
+    self.stages = nnx.List([ImpalaStage(widths[i], widths[i + 1], num_blocks, conv=conv, dtype=dtype, rngs=rngs)
                             for i in range(len(channels))])
     flat = pooled_side(img_size, len(channels)) ** 2 * widths[-1]
     self.proj = _torch_linear(flat, latent_dim, rngs, dtype)
